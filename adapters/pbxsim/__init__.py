@@ -1,0 +1,1 @@
+"""A simulated Asterisk speaking real AMI and FastAGI over TCP."""

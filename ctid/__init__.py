@@ -1,0 +1,1 @@
+"""ctid: CTI middleware for bank call centers."""

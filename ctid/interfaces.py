@@ -1,0 +1,70 @@
+"""The seams between ctid's domain and the outside world (zope.interface).
+
+The domain (``ctid``) depends only on these; ``ctid.adapters`` implements them.
+Every method returning a Deferred says what it fires with; all of them fail
+with :class:`PBXError` (or a subclass) when the switch refuses, times out or
+the link is down.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class PBXError(Exception):
+    """The switch refused an action, did not answer in time, or is unreachable."""
+
+
+class IPBX(Interface):
+    """Call control on a telephone switch (Asterisk over AMI, or the simulator)."""
+
+    connected = Attribute("True while the switch link is up and logged in.")
+
+    def originate(channel, context=None, exten=None, priority=1, application=None, data=None,
+                  caller_id=None, timeout=30.0, variables=None, channel_id=None):
+        """Place a call from ``channel`` to a dialplan target or an application.
+
+        Always asynchronous on the switch.  Fires with the ``Uniqueid`` the
+        new channel will have (``channel_id`` when given) once the switch has
+        queued it; the outcome arrives later as call-model events.
+        """
+
+    def redirect(channel, context, exten, priority=1, extra_channel=None):
+        """Send ``channel`` (and ``extra_channel`` with it) to ``exten@context``.  Fires with None."""
+
+    def hangup(channel, cause=None):
+        """Hang up ``channel`` with an optional Q.850 ``cause``.  Fires with None."""
+
+    def blind_transfer(channel, exten, context):
+        """Blind-transfer the party bridged with ``channel`` to ``exten@context``.  Fires with None."""
+
+    def attended_transfer(channel, exten, context):
+        """Start an attended transfer from ``channel`` (the transferer) to ``exten@context``.  Fires with None."""
+
+    def bridge(channel1, channel2):
+        """Bridge two existing channels together.  Fires with None."""
+
+    def start_recording(channel, filename, options=""):
+        """Start MixMonitor on ``channel`` into ``filename``.  Fires with the MixMonitor id (may be None)."""
+
+    def stop_recording(channel, mixmonitor_id=None):
+        """Stop MixMonitor on ``channel``.  Fires with None."""
+
+    def mute_recording(channel, muted, direction="both"):
+        """Mute (or unmute) the recording of ``channel`` in ``direction``.  Fires with None."""
+
+    def spy(spier_channel, target_uniqueid, mode, caller_id=None):
+        """Originate ``spier_channel`` into ChanSpy on the channel ``target_uniqueid``.
+
+        ``mode`` is ``"listen"``, ``"whisper"`` or ``"barge"``.  Fires with the
+        Uniqueid of the supervisor's new channel.
+        """
+
+    def send_dtmf(channel, digits, duration_ms=None):
+        """Play ``digits`` to ``channel``.  Fires with None."""
+
+    def set_variable(channel, name, value):
+        """Set a channel variable (``channel`` None sets a global).  Fires with None."""
+
+    def get_variable(channel, name):
+        """Fires with the variable's value, or None when unset."""

@@ -1,0 +1,1 @@
+"""Wire protocols: AMI client, FastAGI server, CTI server."""
