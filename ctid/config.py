@@ -1,0 +1,283 @@
+"""Load and validate ``ctid.ini`` into frozen settings objects.
+
+Every key is whitelisted and typed; a wrong, missing or unknown setting raises
+:class:`ConfigError` whose message is one line naming the file, the section
+and the key.  Addresses are Twisted endpoint strings, checked by parsing them.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.testing import MemoryReactor
+
+from ctid.adapters.pbxsim.settings import SimulatorSettings
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line for the operator."""
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """[ctid]: the daemon itself."""
+
+    log_level: str = "info"
+    log_file: str = ""
+
+
+@dataclass(frozen=True)
+class AMISettings:
+    """[ami]: the persistent manager connection to Asterisk (or the simulator)."""
+
+    endpoint: str = "tcp:127.0.0.1:5038:timeout=5"
+    username: str = "ctid"
+    secret: str = dataclasses.field(default="", repr=False)
+    md5: bool = True
+    ping_interval: float = 20.0
+    ping_timeout: float = 5.0
+    action_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class FastAGISettings:
+    """[fastagi]: the FastAGI server Asterisk's AGI() connects to."""
+
+    endpoint: str = "tcp:4573:interface=127.0.0.1"
+    command_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class ManholeSettings:
+    """[manhole]: the debugging shell (telnet, localhost only)."""
+
+    enabled: bool = False
+    endpoint: str = "tcp:6023:interface=127.0.0.1"
+    username: str = "admin"
+    password: str = dataclasses.field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class PBXSimSettings:
+    """[pbxsim]: whether the simulated switch runs inside the daemon, and how."""
+
+    enabled: bool = False
+    simulator: SimulatorSettings = SimulatorSettings()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, validated configuration."""
+
+    path: str
+    daemon: DaemonSettings
+    ami: AMISettings
+    fastagi: FastAGISettings
+    manhole: ManholeSettings
+    pbxsim: PBXSimSettings
+
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+_TRUE = {"yes", "true", "on", "1"}
+_FALSE = {"no", "false", "off", "0"}
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected yes or no, got {text!r}")
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise ValueError(f"must be greater than 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < 0:
+            raise ValueError(f"must not be negative, got {text!r}")
+        return value
+
+    return parse
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be between 0 and 1, got {text!r}")
+    return value
+
+
+def _words(text: str) -> tuple[str, ...]:
+    words = tuple(text.replace(",", " ").split())
+    if not words:
+        raise ValueError("must list at least one value")
+    return words
+
+
+def _range(text: str) -> tuple[float, float]:
+    parts = text.replace(",", " ").split()
+    if len(parts) != 2:
+        raise ValueError(f"expected two numbers 'low high', got {text!r}")
+    low, high = float(parts[0]), float(parts[1])
+    if low < 0 or high < low:
+        raise ValueError(f"expected 0 <= low <= high, got {text!r}")
+    return low, high
+
+
+def _level(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return lowered
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+def _required(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+def _server_endpoint(text: str) -> str:
+    """Check a listening endpoint string by parsing it (nothing is opened)."""
+    return _endpoint(serverFromString, text)
+
+
+def _client_endpoint(text: str) -> str:
+    """Check a connecting endpoint string by parsing it (nothing is opened)."""
+    return _endpoint(clientFromString, text)
+
+
+def _endpoint(parse_with: Callable[[Any, str], Any], text: str) -> str:
+    try:
+        parse_with(MemoryReactor(), text.strip())
+    except Exception as e:  # the endpoint parsers raise ValueError, TypeError, KeyError, OSError…
+        raise ValueError(f"invalid endpoint {text.strip()!r}: {e}") from None
+    return text.strip()
+
+
+def _local_endpoint(text: str) -> str:
+    """A listening endpoint bound to a loopback interface only."""
+    _server_endpoint(text)
+    options = dict(part.split("=", 1) for part in text.strip().split(":")[2:] if "=" in part)
+    interface = options.get("interface", "")
+    try:
+        loopback = ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        loopback = interface == "localhost"
+    if not text.strip().startswith(("tcp:", "tcp6:", "unix:")) or (not text.startswith("unix:") and not loopback):
+        raise ValueError(f"must listen on localhost only (tcp:PORT:interface=127.0.0.1), got {text!r}")
+    return text.strip()
+
+
+# section -> key -> parser; the keys are the whitelist.
+SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
+    "ctid": {"log_level": _level, "log_file": _text},
+    "ami": {
+        "endpoint": _client_endpoint,
+        "username": _required,
+        "secret": _required,
+        "md5": _bool,
+        "ping_interval": _positive(float),
+        "ping_timeout": _positive(float),
+        "action_timeout": _positive(float),
+    },
+    "fastagi": {"endpoint": _server_endpoint, "command_timeout": _positive(float)},
+    "manhole": {"enabled": _bool, "endpoint": _local_endpoint, "username": _required, "password": _text},
+    "pbxsim": {
+        "enabled": _bool,
+        "ami_endpoint": _server_endpoint,
+        "agi_endpoint": _client_endpoint,
+        "agi_script": _required,
+        "username": _required,
+        "secret": _required,
+        "seed": int,
+        "calls_per_minute": _non_negative(float),
+        "agents": _words,
+        "dnis": _words,
+        "ivr_share": _share,
+        "outbound_share": _share,
+        "answer_delay": _range,
+        "no_answer_rate": _share,
+        "talk_time": _range,
+        "patience": _range,
+        "max_calls": _non_negative(int),
+    },
+}
+REQUIRED = {"ami": ("secret",)}
+
+
+def _section(parser: configparser.ConfigParser, path: str, name: str) -> dict[str, Any]:
+    schema = SCHEMA[name]
+    values: dict[str, Any] = {}
+    if not parser.has_section(name):
+        return values
+    for key, raw in parser.items(name):
+        if key not in schema:
+            raise ConfigError(f"{path}: [{name}] {key}: unknown setting (known: {', '.join(schema)})")
+        try:
+            values[key] = schema[key](raw)
+        except ValueError as e:
+            raise ConfigError(f"{path}: [{name}] {key}: {e}") from None
+    return values
+
+
+def parse(text: str, path: str = "<string>") -> Config:
+    """Validate configuration ``text``; ``path`` names it in errors."""
+    parser = configparser.ConfigParser(interpolation=None, default_section="__no_defaults__")
+    try:
+        parser.read_string(text, source=path)
+    except configparser.Error as e:
+        raise ConfigError(f"{path}: {' '.join(str(e).split())}") from None
+    for name in parser.sections():
+        if name not in SCHEMA:
+            raise ConfigError(f"{path}: [{name}]: unknown section (known: {', '.join(SCHEMA)})")
+    sections = {name: _section(parser, path, name) for name in SCHEMA}
+    for name, keys in REQUIRED.items():
+        for key in keys:
+            if key not in sections[name]:
+                raise ConfigError(f"{path}: [{name}] {key}: missing required setting")
+    manhole = ManholeSettings(**sections["manhole"])
+    if manhole.enabled and len(manhole.password) < 8:
+        raise ConfigError(f"{path}: [manhole] password: needs at least 8 characters when the manhole is enabled")
+    sim = dict(sections["pbxsim"])
+    enabled = sim.pop("enabled", False)
+    return Config(
+        path=path,
+        daemon=DaemonSettings(**sections["ctid"]),
+        ami=AMISettings(**sections["ami"]),
+        fastagi=FastAGISettings(**sections["fastagi"]),
+        manhole=manhole,
+        pbxsim=PBXSimSettings(enabled=enabled, simulator=SimulatorSettings(**sim)),
+    )
+
+
+def load(path: str) -> Config:
+    """Read and validate the configuration file at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read configuration file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return parse(text, path)

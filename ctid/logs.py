@@ -1,0 +1,44 @@
+"""Structured logging: an optional JSON-lines log file, with a level filter."""
+
+from __future__ import annotations
+
+import io
+
+from twisted.application.service import Service
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+    jsonFileLogObserver,
+)
+
+
+class JSONLogService(Service):
+    """While running, appends every log event at or above ``level`` to ``path`` as JSON lines."""
+
+    def __init__(self, path: str, level: str = "info"):
+        self.path = path
+        self._predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+        self._file: io.TextIOWrapper | None = None
+        self._observer: ILogObserver | None = None
+
+    def set_level(self, level: str) -> None:
+        """Change the minimum level written (used on reload)."""
+        self._predicate.setLogLevelForNamespace(None, LogLevel.levelWithName(level))
+
+    def startService(self) -> None:
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._observer = FilteringLogObserver(jsonFileLogObserver(self._file), [self._predicate])
+        globalLogPublisher.addObserver(self._observer)
+        super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._observer is not None:
+            globalLogPublisher.removeObserver(self._observer)
+            self._observer = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None

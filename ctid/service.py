@@ -1,0 +1,74 @@
+"""The composition root: ``makeService(config)`` builds the daemon's service tree.
+
+It only builds; nothing is started or opened here.  Each part is a named
+child of the returned ``MultiService`` (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.interfaces import IReactorCore
+
+from ctid.adapters.asterisk import AsteriskPBX
+from ctid.adapters.pbxsim.service import makeSimulatorService
+from ctid.calls import CallLogger, CallModel
+from ctid.config import Config
+from ctid.greeting import greet
+from ctid.logs import JSONLogService
+from ctid.manhole import makeManholeService
+from ctid.protocols.ami import AMIClientService, EventDispatcher
+from ctid.protocols.fastagi import FastAGIFactory
+from ctid.reload import ReloadService
+
+
+def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiService:
+    """Build the ctid service tree for ``config`` (the global reactor by default)."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    root = MultiService()
+    if config.daemon.log_file:
+        jsonlog = JSONLogService(config.daemon.log_file, config.daemon.log_level)
+        jsonlog.setName("jsonlog")
+        jsonlog.setServiceParent(root)
+    if config.pbxsim.enabled:
+        makeSimulatorService(config.pbxsim.simulator, reactor).setServiceParent(root)
+
+    dispatcher = EventDispatcher()
+    ami = AMIClientService(
+        clientFromString(reactor, config.ami.endpoint),
+        config.ami.username,
+        config.ami.secret,
+        md5=config.ami.md5,
+        dispatcher=dispatcher,
+        clock=reactor,
+        action_timeout=config.ami.action_timeout,
+        ping_interval=config.ami.ping_interval,
+        ping_timeout=config.ami.ping_timeout,
+    )
+    ami.setServiceParent(root)
+
+    model = CallModel(reactor)
+    CallLogger(model)
+    pbx = AsteriskPBX(ami, dispatcher, model)
+    pbx.setName("pbx")
+    pbx.setServiceParent(root)
+
+    agi = FastAGIFactory.for_scripts({"bank": greet}, clock=reactor, command_timeout=config.fastagi.command_timeout)
+    fastagi = StreamServerEndpointService(serverFromString(reactor, config.fastagi.endpoint), agi)
+    fastagi.setName("fastagi")
+    fastagi.setServiceParent(root)
+
+    if config.manhole.enabled:
+        namespace = {"config": config, "root": root, "model": model, "pbx": pbx, "ami": ami}
+        manhole = makeManholeService(
+            config.manhole.endpoint, config.manhole.username, config.manhole.password, namespace
+        )
+        manhole.setName("manhole")
+        manhole.setServiceParent(root)
+
+    ReloadService(config.path, root, reactor, current=config).setServiceParent(root)
+    return root
