@@ -9,11 +9,15 @@ message size limit.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 MAX_LINE = 64 * 1024
 MAX_MESSAGE = 1024 * 1024
 END_COMMAND = "--END COMMAND--"
+
+
+_UNSET: Any = object()
 
 
 class ProtocolViolation(Exception):
@@ -30,13 +34,16 @@ class Message:
     ``body`` holds the raw lines of a legacy ``Response: Follows`` answer.
     """
 
-    __slots__ = ("_text", "_pairs", "_folded", "body")
+    # The parser makes thousands of messages per read, so construction is
+    # minimal: ``_pairs`` and ``_body`` stay unset until first asked for.
+    __slots__ = ("_text", "_event", "_folded", "_pairs", "_body")
 
     def __init__(self, text: str, body: Sequence[str] = ()):
         self._text = "\n" + text
-        self._pairs: list[tuple[str, str]] | None = None
-        self._folded: dict[str, str] | None = None
-        self.body = list(body)
+        self._event = _UNSET
+        self._folded: Any = None
+        if body:
+            self._body = list(body)
 
     @classmethod
     def build(cls, headers: Mapping[str, object] | Iterable[tuple[str, object]], body: Sequence[str] = ()) -> Message:
@@ -45,11 +52,28 @@ class Message:
         return cls("\n".join(f"{_clean(k)}: {_clean(v)}" for k, v in pairs), body)
 
     @property
+    def body(self) -> list[str]:
+        """The raw body lines of a legacy ``Response: Follows`` answer (else empty)."""
+        try:
+            return self._body
+        except AttributeError:
+            self._body: list[str] = []
+            return self._body
+
+    @body.setter
+    def body(self, lines: Sequence[str]) -> None:
+        self._body = list(lines)
+
+    @property
     def pairs(self) -> list[tuple[str, str]]:
         """Every header as ``(key, value)``, in wire order."""
-        if self._pairs is None:
-            self._pairs = [split_header(line) for line in self._text[1:].split("\n")] if len(self._text) > 1 else []
-        return self._pairs
+        try:
+            return self._pairs
+        except AttributeError:
+            text = self._text
+            self._pairs: list[tuple[str, str]] = [split_header(line) for line in text[1:].split("\n")] if len(
+                text) > 1 else []
+            return self._pairs
 
     @property
     def text(self) -> str:
@@ -58,18 +82,23 @@ class Message:
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The first value of ``key`` (any case), or ``default``."""
-        text = self._text
-        found = text.find("\n" + key + ": ")
-        if found >= 0:
-            start = found + len(key) + 3
-            end = text.find("\n", start)
-            return text[start:] if end < 0 else text[start:end]
-        if self._folded is None:
-            folded: dict[str, str] = {}
+        _, found, rest = self._text.partition(f"\n{key}: ")  # partition beats find() here (no slice args)
+        if found:
+            return rest.partition("\n")[0]
+        return self._fallback(key, default)
+
+    def _fallback(self, key: str, default: str | None) -> str | None:
+        """Lookup in another case (or of an absent key): fold the headers once, if needed."""
+        folded = self._folded  # None, then the lower-cased text, then a dict once a key needs it
+        if folded is None:
+            folded = self._folded = self._text.lower()
+        if folded.__class__ is str:
+            if f"\n{key.lower()}:" not in folded:
+                return default  # absent in any case: no need to split every header
+            folded = self._folded = {}
             for k, v in self.pairs:
                 folded.setdefault(k.lower(), v)
-            self._folded = folded
-        return self._folded.get(key.lower(), default)
+        return folded.get(key.lower(), default)
 
     def __getitem__(self, key: str) -> str:
         value = self.get(key)
@@ -88,11 +117,10 @@ class Message:
     @property
     def event(self) -> str | None:
         """The event name, or None when this is a response."""
-        text = self._text
-        if text.startswith("\nEvent: "):
-            end = text.find("\n", 8)
-            return text[8:] if end < 0 else text[8:end]
-        return self.get("Event")
+        event = self._event
+        if event is _UNSET:
+            event = self._event = self.get("Event")
+        return event
 
     @property
     def response(self) -> str | None:
@@ -118,15 +146,69 @@ class Message:
         return f"Message({self.pairs!r})"
 
 
+class _CRLFMessage(Message):
+    """A message kept with the CRLF line ends it arrived with (converting them would cost a copy)."""
+
+    __slots__ = ()
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every header as ``(key, value)``, in wire order."""
+        try:
+            return self._pairs
+        except AttributeError:
+            text = self._text
+            self._pairs = [split_header(line) for line in text[1:].split("\r\n")] if len(text) > 1 else []
+            return self._pairs
+
+    @property
+    def text(self) -> str:
+        """The headers as received, one ``Key: Value`` per LF-separated line."""
+        return self._text[1:].replace("\r\n", "\n")
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """The first value of ``key`` (any case), or ``default``."""
+        _, found, rest = self._text.partition(f"\n{key}: ")
+        if found:
+            return rest.partition("\r")[0]
+        return self._fallback(key, default)
+
+
+def _from_block(block: str, _new: Any = object.__new__, _cls: type[Message] = Message, _unset: Any = _UNSET) -> Message:
+    """A message from one header block (the parser's cheap constructor)."""
+    message = _new(_cls)
+    message._text = "\n" + block
+    message._event = _unset
+    message._folded = None
+    return message
+
+
+def _event_message(block: str, _new: Any = object.__new__, _cls: type[Message] = Message) -> Message:
+    """Like :func:`_from_block` for a block known to start with ``Event: ``."""
+    message = _new(_cls)
+    message._text = "\n" + block
+    end = block.find("\n")
+    message._event = block[7:] if end < 0 else block[7:end]
+    message._folded = None
+    return message
+
+
+def _crlf_event(block: str, _new: Any = object.__new__, _cls: type[Message] = _CRLFMessage) -> Message:
+    """A CRLF message from a block known to start with ``Event: ``."""
+    message = _new(_cls)
+    message._text = "\n" + block
+    end = block.find("\r")
+    message._event = block[7:] if end < 0 else block[7:end]
+    message._folded = None
+    return message
+
+
 def split_header(line: str) -> tuple[str, str]:
     """Split ``Key: Value`` at the first colon, dropping one space after it."""
-    key, sep, value = line.partition(": ")
-    if sep:
-        return key, value
     key, sep, value = line.partition(":")
     if not sep:
         raise ProtocolViolation(f"not a header line: {line[:80]!r}")
-    return key, value[1:] if value.startswith(" ") else value
+    return key, value[1:] if value[:1] == " " else value
 
 
 def _follows_complete(block: str) -> bool:
@@ -160,43 +242,63 @@ class MessageParser:
     banner (not followed by a blank line); it is stored in :attr:`banner`.
     Raises :class:`ProtocolViolation` on a line over ``max_line`` or a message
     over ``max_message``; the caller should then drop the connection.
+
+    The line-end style is taken from the first blank line (the end of the
+    first message) and kept for the connection.  CRLF, what Asterisk sends,
+    is framed on ``CRLF CRLF`` without copying; a CRLF stream must not switch
+    to bare-LF blank lines later (such a message never ends and trips
+    ``max_message``).  Bare LF is accepted too; in that mode any CR is
+    dropped.  A legacy ``Response: Follows`` body (LF-separated lines) is
+    understood in both.
     """
 
     def __init__(self, banner: bool = False, max_line: int = MAX_LINE, max_message: int = MAX_MESSAGE):
         self.banner: str | None = None
         self._want_banner = banner
         self._buffer = b""
-        self._carry_cr = False
+        self._crlf: bool | None = None
         self.max_line = max_line
         self.max_message = max_message
 
     def feed(self, data: bytes) -> list[Message]:
         """Add bytes from the wire; return every message they complete."""
-        if self._carry_cr:
-            data = b"\r" + data
-            self._carry_cr = False
-        if data.endswith(b"\r"):
-            data = data[:-1]
-            self._carry_cr = True
+        if self._crlf is None:
+            return self._feed_undecided(data)
+        if self._crlf:
+            return self._feed(data, b"\r\n\r\n", self._parse_crlf)
         if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        buffer = self._buffer + data if self._buffer else data
+            data = data.translate(None, b"\r")
+        return self._feed(data, b"\n\n", self._parse_lf)
+
+    def _feed_undecided(self, data: bytes) -> list[Message]:
+        """Take the banner, then decide the line-end style from the first blank line."""
+        buffer, self._buffer = self._buffer + data, b""
         if self._want_banner:
             end = buffer.find(b"\n")
             if end < 0:
                 self._check_partial(buffer)
                 self._buffer = buffer
                 return []
-            self.banner = buffer[:end].decode("utf-8", "replace")
+            self.banner = buffer[: end - 1 if buffer[end - 1 : end] == b"\r" else end].decode("utf-8", "replace")
             self._want_banner = False
             buffer = buffer[end + 1 :]
-        end = buffer.rfind(b"\n\n")
+        lf, crlf = buffer.find(b"\n\n"), buffer.find(b"\n\r\n")
+        if lf < 0 and crlf < 0:
+            self._check_partial(buffer)
+            self._buffer = buffer
+            return []
+        self._crlf = crlf >= 0 and (lf < 0 or crlf < lf)
+        return self.feed(buffer)
+
+    def _feed(self, data: bytes, blank: bytes, parse: Any) -> list[Message]:
+        buffer = self._buffer + data if self._buffer else data
+        end = buffer.rfind(blank)
         if end < 0:
             self._check_partial(buffer)
             self._buffer = buffer
             return []
-        messages, leftover = self._parse_text(buffer[:end].decode("utf-8", "replace"))
-        self._buffer = leftover.encode("utf-8") + buffer[end:] if leftover else buffer[end + 2 :]
+        messages, leftover = parse(buffer[:end].decode("utf-8", "replace"))
+        self._buffer = leftover.encode("utf-8") + buffer[end:] if leftover else buffer[end + len(blank) :]
         self._check_partial(self._buffer)
         return messages
 
@@ -206,11 +308,32 @@ class MessageParser:
         if len(pending) > self.max_line and max(map(len, pending.split(b"\n"))) > self.max_line:
             raise ProtocolViolation(f"line longer than {self.max_line} bytes")
 
-    def _parse_text(self, text: str) -> tuple[list[Message], str]:
-        if len(text) > self.max_line and max(map(len, text.split("\n"))) > self.max_line:
-            raise ProtocolViolation(f"line longer than {self.max_line} bytes")
+    def _parse_crlf(self, text: str) -> tuple[list[Message], str]:
+        blocks = text.split("\r\n\r\n")
+        if len(text) > self.max_line:
+            self._check_sizes(blocks)
+        events = [_crlf_event(block) for block in blocks if block[:7] == "Event: "]
+        if len(events) == len(blocks):
+            return events, ""  # the common case: a run of events
         messages = []
+        for block in blocks:
+            block = block.lstrip("\r\n")
+            if block.startswith("Event: "):
+                messages.append(_crlf_event(block))
+            elif block.startswith("Response: Follows"):
+                messages.append(_parse_follows(block.replace("\r", "")))
+            elif block:
+                messages.append(_from_block(block, _cls=_CRLFMessage))
+        return messages, ""
+
+    def _parse_lf(self, text: str) -> tuple[list[Message], str]:
         blocks = text.split("\n\n")
+        if len(text) > self.max_line:
+            self._check_sizes(blocks)
+        events = [_event_message(block) for block in blocks if block[:7] == "Event: "]
+        if len(events) == len(blocks):
+            return events, ""  # the common case: a run of events
+        messages = []
         index = 0
         while index < len(blocks):
             block = blocks[index].lstrip("\n")
@@ -225,8 +348,16 @@ class MessageParser:
                     return messages, block
                 messages.append(_parse_follows(block))
             else:
-                messages.append(Message(block))
+                messages.append(_from_block(block))
         return messages, ""
+
+    def _check_sizes(self, blocks: list[str]) -> None:
+        longest = max(map(len, blocks))
+        if longest > self.max_message:
+            raise ProtocolViolation(f"message longer than {self.max_message} bytes")
+        if longest > self.max_line and max(len(line) for block in blocks if len(block) > self.max_line
+                                           for line in block.split("\n")) > self.max_line:
+            raise ProtocolViolation(f"line longer than {self.max_line} bytes")
 
 
 def _clean(value: object) -> str:
