@@ -36,7 +36,10 @@ SPY_OPTIONS = {"listen": "qEu", "whisper": "qEuw", "barge": "qEuB"}
 
 @implementer(IPBX)
 class AsteriskPBX(Service):
-    """The switch as ctid sees it: a call model kept current, and call control."""
+    """The switch as ctid sees it: a call model kept current, and call control.
+
+    ``synced`` is True once the model has been rebuilt after the latest (re)connection.
+    """
 
     log = Logger()
 
@@ -45,9 +48,11 @@ class AsteriskPBX(Service):
         self.dispatcher = dispatcher
         self.model = model
         self._held: list[Message] | None = None
+        self.synced = False
 
     @property
     def connected(self) -> bool:
+        """True while the AMI link is up and logged in."""
         return self.ami.protocol is not None
 
     def startService(self) -> None:
@@ -72,6 +77,7 @@ class AsteriskPBX(Service):
 
     def _on_disconnected(self, reason: Failure) -> None:
         self._held = None
+        self.synced = False
 
     async def _resync(self, protocol: AMIProtocol) -> None:
         channels = await protocol.coreShowChannels()
@@ -80,6 +86,7 @@ class AsteriskPBX(Service):
         self.model.rebuild(channels, bridges)
         for message in held:
             self.model.apply(message)
+        self.synced = True
         self.log.info(
             "call model rebuilt from the switch: {channels} channels, {bridges} bridges, {calls} calls",
             channels=len(channels),

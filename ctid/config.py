@@ -16,7 +16,7 @@ from typing import Any, Callable
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.testing import MemoryReactor
 
-from ctid.adapters.pbxsim.settings import SimulatorSettings
+from ctid.adapters.pbxsim.settings import SettingsError, SimulatorSettings
 
 
 class ConfigError(Exception):
@@ -261,13 +261,17 @@ def parse(text: str, path: str = "<string>") -> Config:
         raise ConfigError(f"{path}: [manhole] password: needs at least 8 characters when the manhole is enabled")
     sim = dict(sections["pbxsim"])
     enabled = sim.pop("enabled", False)
+    try:
+        simulator = SimulatorSettings(**sim)
+    except SettingsError as e:
+        raise ConfigError(f"{path}: [pbxsim] {e}") from None
     return Config(
         path=path,
         daemon=DaemonSettings(**sections["ctid"]),
         ami=AMISettings(**sections["ami"]),
         fastagi=FastAGISettings(**sections["fastagi"]),
         manhole=manhole,
-        pbxsim=PBXSimSettings(enabled=enabled, simulator=SimulatorSettings(**sim)),
+        pbxsim=PBXSimSettings(enabled=enabled, simulator=simulator),
     )
 
 

@@ -15,10 +15,12 @@ MENU_CHOICES = {"1": "balance", "2": "transactions", "3": "loss-report", "0": "a
 
 
 async def greet(session) -> None:
-    """Answer, play the welcome, take one menu digit, and hand the call back."""
+    """Answer, play the welcome (a digit interrupts it), take one menu digit, and hand the call back."""
     await session.answer()
-    await session.stream_file("ctid/welcome")
-    digits, timed_out = await session.get_data("ctid/main-menu", timeout_ms=5000, max_digits=1)
+    digits = await session.stream_file("ctid/welcome", escape_digits="0123456789")
+    timed_out = False
+    if not digits:
+        digits, timed_out = await session.get_data("ctid/main-menu", timeout_ms=5000, max_digits=1)
     choice = MENU_CHOICES.get(digits, "agent")
     await session.set_variable("CTID_MENU", choice)
     log.info(

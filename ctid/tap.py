@@ -6,7 +6,6 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from ctid import config
-from ctid.service import makeService as buildService
 
 
 class Options(usage.Options):
@@ -26,4 +25,6 @@ def makeService(options: Options) -> IService:
         settings = config.load(options["config"])
     except config.ConfigError as e:
         raise SystemExit(f"ctid: configuration error: {e}") from None
-    return buildService(settings)
+    from ctid.service import makeService as build
+
+    return build(settings)

@@ -1,0 +1,137 @@
+"""Helpers for end-to-end tests: the whole daemon against the simulator over loopback TCP."""
+
+from __future__ import annotations
+
+import random
+import socket
+from typing import Any, Callable
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+
+from ctid import config
+from ctid.adapters.pbxsim.population import Caller
+from ctid.service import makeService
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def daemon_config(tmp_path, **sim: str) -> config.Config:
+    """A configuration running the simulator on free ports, with no generated traffic."""
+    ami, agi, manhole = free_port(), free_port(), free_port()
+    settings = {
+        "calls_per_minute": "0",
+        "answer_delay": "0.1 0.2",
+        "no_answer_rate": "0",
+        "talk_time": "0.5 0.5",
+        "patience": "0.5 0.5",
+        **sim,
+    }
+    text = (
+        f"[ami]\nendpoint = tcp:127.0.0.1:{ami}:timeout=2\nsecret = e2e-secret\n"
+        "ping_interval = 1\nping_timeout = 1\naction_timeout = 2\n"
+        f"[fastagi]\nendpoint = tcp:{agi}:interface=127.0.0.1\ncommand_timeout = 5\n"
+        f"[manhole]\nenabled = yes\nendpoint = tcp:{manhole}:interface=127.0.0.1\npassword = e2e-manhole\n"
+        f"[pbxsim]\nenabled = yes\nami_endpoint = tcp:{ami}:interface=127.0.0.1\n"
+        f"agi_endpoint = tcp:127.0.0.1:{agi}:timeout=2\nsecret = e2e-secret\n"
+        + "".join(f"{k} = {v}\n" for k, v in settings.items())
+    )
+    path = tmp_path / "ctid.ini"
+    path.write_text(text)
+    return config.load(str(path))
+
+
+class Daemon:
+    """A running service tree, with handles on its parts."""
+
+    def __init__(self, settings: config.Config):
+        self.config = settings
+        self.root = makeService(settings, reactor)
+        self.ami = self.root.getServiceNamed("ami")
+        self.pbx = self.root.getServiceNamed("pbx")
+        self.model = self.pbx.model
+        self.sim = self.root.getServiceNamed("pbxsim")
+        self.world = self.sim.world
+        self.events: list[Any] = []
+        self.model.subscribe(self.events.append)
+
+    def port(self, section: str) -> int:
+        return int(getattr(self.config, section).endpoint.split(":")[1])
+
+    async def start(self) -> None:
+        self.root.startService()
+        await self.ami.whenConnected()
+        await self.until(lambda: self.pbx.synced, "the first resync")
+
+    async def stop(self) -> None:
+        await self.root.stopService()
+
+    async def restart_switch_link(self, while_down: Callable[[], Any] = lambda: None) -> None:
+        """Close the simulator's AMI port and connections, run ``while_down``, listen again, wait for the resync."""
+        old = self.sim.getServiceNamed("ami")
+        await old.disownServiceParent()
+        self.sim.factory.disconnect_all()
+        await self.until(lambda: not self.pbx.connected, "ctid to notice the link is down")
+        while_down()
+        endpoint = serverFromString(reactor, self.sim.settings.ami_endpoint)
+        new = StreamServerEndpointService(endpoint, self.sim.factory)
+        new.setName("ami")
+        new.setServiceParent(self.sim)
+        await self.until(lambda: self.pbx.synced, "ctid to reconnect and resync")
+
+    def call_in(self, number: str, dialed: str, script: str = "", patience: float = 0.5) -> Any:
+        """A simulated customer calls ``dialed`` from ``number``; returns the trunk channel."""
+        caller = Caller(self.world, random.Random(7), self.sim.settings, number, dialed, patience, script)
+        return caller.call()
+
+    def of(self, kind: type, **fields: Any) -> list[Any]:
+        """Domain events of ``kind`` whose fields equal ``fields``."""
+        return [e for e in self.events if isinstance(e, kind) and all(getattr(e, k) == v for k, v in fields.items())]
+
+    async def until(self, condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+        """Wait (polling the reactor every 20 ms) until ``condition()`` is truthy."""
+        waited = 0.0
+        while True:
+            value = condition()
+            if value:
+                return value
+            if waited >= timeout:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            await deferLater(reactor, 0.02, lambda: None)
+            waited += 0.02
+
+
+def connect_and_send(port: int, data: bytes) -> Deferred[bytes]:
+    """Open a raw TCP connection, send ``data``, collect what comes back until the peer closes or 1 s passes."""
+    from twisted.internet.protocol import ClientFactory, Protocol
+
+    done: Deferred[bytes] = Deferred()
+
+    class Raw(Protocol):
+        def __init__(self) -> None:
+            self.received = b""
+
+        def connectionMade(self) -> None:
+            self.transport.write(data)
+            self.timer = reactor.callLater(1.0, self.transport.loseConnection)
+
+        def dataReceived(self, chunk: bytes) -> None:
+            self.received += chunk
+
+        def connectionLost(self, reason: Any) -> None:
+            if self.timer.active():
+                self.timer.cancel()
+            done.callback(self.received)
+
+    factory = ClientFactory()
+    factory.protocol = Raw
+    reactor.connectTCP("127.0.0.1", port, factory, timeout=2)
+    return done

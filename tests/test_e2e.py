@@ -1,0 +1,79 @@
+"""End to end over real loopback TCP: the daemon's service tree against the simulated switch."""
+
+import pytest
+import pytest_twisted
+
+from ctid.calls import CallAnswered, CallEnded, CallStarted
+from tests.e2e import Daemon, connect_and_send, daemon_config
+
+
+@pytest_twisted.async_yield_fixture
+async def daemon(tmp_path):
+    running = Daemon(daemon_config(tmp_path))
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_traced_from_newchannel_to_hangup(daemon):
+    """A customer's call to an agent's direct line is seen starting, answered and ending, with ANI and DNIS."""
+    trunk = daemon.call_in("13800138000", "81001")
+    ended = await daemon.until(lambda: daemon.of(CallEnded), "the call to end")
+    (started,) = daemon.of(CallStarted)
+    assert (started.ani, started.dnis) == ("13800138000", "81001")
+    assert daemon.of(CallAnswered, call_id=started.call_id)
+    assert ended[0].call_id == started.call_id == trunk.linkedid
+    assert ended[0].cause == 16
+    assert not daemon.model.calls
+
+
+@pytest_twisted.ensureDeferred
+async def test_fastagi_session_driven_by_callers_dtmf(daemon):
+    """A caller to the service number goes through FastAGI; the digit it keys reaches ctid's script."""
+    trunk = daemon.call_in("02112345678", "95566", script="1", patience=3)
+    channel = await daemon.until(lambda: daemon.model.channels.get(trunk.uniqueid), "the caller's channel")
+    await daemon.until(lambda: channel.variables.get("CTID_MENU"), "the IVR's menu choice")
+    assert channel.variables["CTID_MENU"] == "balance"
+    assert daemon.world.get_var(trunk, "CTID_MENU") == "balance"
+    await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "the caller to give up", timeout=10)
+
+
+@pytest_twisted.async_yield_fixture
+async def long_calls(tmp_path):
+    running = Daemon(daemon_config(tmp_path, talk_time="60 60"))
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_model_rebuilt_after_the_switch_link_restarts(long_calls):
+    """Calls in progress survive a link restart; a call that ended meanwhile is closed, none is duplicated."""
+    daemon = long_calls
+    long_call = daemon.call_in("13911112222", "81002", patience=30)
+    await daemon.until(lambda: daemon.of(CallAnswered, call_id=long_call.linkedid), "the long call to connect")
+    short_call = daemon.call_in("13933334444", "81003", patience=30)
+    await daemon.until(lambda: daemon.of(CallStarted, call_id=short_call.linkedid), "the short call to start")
+
+    await daemon.restart_switch_link(while_down=lambda: daemon.world.remote_hangup(short_call, 16))
+
+    assert long_call.linkedid in daemon.model.calls
+    assert len(daemon.of(CallStarted, call_id=long_call.linkedid)) == 1
+    assert not daemon.of(CallEnded, call_id=long_call.linkedid)
+    (ended,) = daemon.of(CallEnded, call_id=short_call.linkedid)
+    assert ended.cause is None
+
+
+@pytest.mark.allow_logged_errors
+@pytest_twisted.ensureDeferred
+async def test_bad_input_on_every_port_leaves_the_daemon_up(daemon):
+    """Garbage, huge lines and half-open connections on the FastAGI and manhole ports hurt nobody."""
+    agi, manhole = daemon.port("fastagi"), daemon.port("manhole")
+    await connect_and_send(agi, b"\x00\xff garbage without a newline")
+    await connect_and_send(agi, b"agi_network: yes\n" + b"x" * 200_000 + b"\n")
+    await connect_and_send(agi, b"agi_network: yes\nagi_channel: X\n\nNOT A REPLY\n")
+    await connect_and_send(manhole, b"\xff\xfb\x01" * 1000 + b"\x00" * 10_000)
+    trunk = daemon.call_in("13800138000", "81004")
+    await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "a normal call after the garbage")
+    assert daemon.pbx.connected
