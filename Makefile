@@ -22,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: venv
-	$(BIN)/twistd --pidfile= -n ctid --config $(CONFIG)
+	$(BIN)/twistd --pidfile= --logger ctid.logs.console_observer -n ctid --config $(CONFIG)
 
 lint: venv
 	$(BIN)/ruff check .

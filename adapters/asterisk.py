@@ -9,7 +9,8 @@ and applied after it.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -20,11 +21,11 @@ from zope.interface import implementer
 from ctid.calls import CallModel
 from ctid.interfaces import IPBX, PBXError
 from ctid.protocols.ami import (
+    ActionTimeout,
     AMIClientService,
     AMIConnectionLost,
     AMIError,
     AMIProtocol,
-    ActionTimeout,
     EventDispatcher,
 )
 from ctid.protocols.amiwire import Message

@@ -1,8 +1,16 @@
-"""Structured logging: an optional JSON-lines log file, with a level filter."""
+"""Structured logging: a level-filtered console observer and an optional JSON-lines log file.
+
+``[ctid] log_level`` sets the minimum level of both.  The console observer is
+used with ``twistd --logger ctid.logs.console_observer`` (as ``make run``
+does); twistd creates it after the service tree is built, so the level set
+by :func:`set_console_level` from the configuration applies from the first
+line.
+"""
 
 from __future__ import annotations
 
 import io
+import sys
 
 from twisted.application.service import Service
 from twisted.logger import (
@@ -12,7 +20,20 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     globalLogPublisher,
     jsonFileLogObserver,
+    textFileLogObserver,
 )
+
+_console_levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+
+
+def set_console_level(level: str) -> None:
+    """Show events at ``level`` and above on the console observer."""
+    _console_levels.setLogLevelForNamespace(None, LogLevel.levelWithName(level))
+
+
+def console_observer() -> ILogObserver:
+    """twistd ``--logger`` factory: text lines on stdout, filtered by ``log_level``."""
+    return FilteringLogObserver(textFileLogObserver(sys.stdout), [_console_levels])
 
 
 class JSONLogService(Service):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import IServiceCollection, Service
 from twisted.logger import Logger
 
 from ctid import config as configuration
-from ctid.logs import JSONLogService
+from ctid.logs import JSONLogService, set_console_level
 
 Reloader = Callable[[configuration.Config], None]
 
@@ -102,6 +103,7 @@ class ReloadService(Service):
         return changes
 
     def _apply_log_level(self, new: configuration.Config) -> None:
+        set_console_level(new.daemon.log_level)
         for service in self.root:
             if isinstance(service, JSONLogService):
                 service.set_level(new.daemon.log_level)

@@ -16,7 +16,7 @@ from ctid.adapters.pbxsim.service import makeSimulatorService
 from ctid.calls import CallLogger, CallModel
 from ctid.config import Config
 from ctid.greeting import greet
-from ctid.logs import JSONLogService
+from ctid.logs import JSONLogService, set_console_level
 from ctid.manhole import makeManholeService
 from ctid.protocols.ami import AMIClientService, EventDispatcher
 from ctid.protocols.fastagi import FastAGIFactory
@@ -30,6 +30,7 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
 
         reactor = default_reactor
     root = MultiService()
+    set_console_level(config.daemon.log_level)
     if config.daemon.log_file:
         jsonlog = JSONLogService(config.daemon.log_file, config.daemon.log_level)
         jsonlog.setName("jsonlog")

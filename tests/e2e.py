@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import reactor
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 
 from ctid import config
