@@ -35,8 +35,10 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
         jsonlog = JSONLogService(config.daemon.log_file, config.daemon.log_level)
         jsonlog.setName("jsonlog")
         jsonlog.setServiceParent(root)
+    simulator = None
     if config.pbxsim.enabled:
-        makeSimulatorService(config.pbxsim.simulator, reactor).setServiceParent(root)
+        simulator = makeSimulatorService(config.pbxsim.simulator, reactor)
+        simulator.setServiceParent(root)
 
     dispatcher = EventDispatcher()
     ami = AMIClientService(
@@ -71,5 +73,12 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
         manhole.setName("manhole")
         manhole.setServiceParent(root)
 
-    ReloadService(config.path, root, reactor, current=config).setServiceParent(root)
+    reload = ReloadService(config.path, root, reactor, current=config)
+    if simulator is not None:
+        traffic = simulator.getServiceNamed("traffic")
+        reload.add_reloader(
+            ("pbxsim.simulator.calls_per_minute",),
+            lambda new: traffic.set_rate(new.pbxsim.simulator.calls_per_minute),
+        )
+    reload.setServiceParent(root)
     return root

@@ -30,7 +30,7 @@ from ctid.protocols.agiwire import (
     split_env_line,
 )
 
-CAPTURE = Path("/work/shared/captures/asterisk-22.10.1/fastagi.txt")
+CAPTURE = Path(__file__).parent / "data" / "captures" / "fastagi.txt"
 
 
 def transcript_env_lines() -> list[str]:

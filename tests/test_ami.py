@@ -25,7 +25,7 @@ from ctid.protocols.ami import (
 )
 from ctid.protocols.amiwire import Message, MessageParser, ProtocolViolation, format_message
 
-CAPTURES = Path("/work/shared/captures/asterisk-22.10.1")
+CAPTURES = Path(__file__).parent / "data" / "captures"
 SESSION = (CAPTURES / "ami-session.txt").read_bytes()
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 

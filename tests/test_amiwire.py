@@ -18,7 +18,7 @@ from ctid.protocols.amiwire import (
     split_header,
 )
 
-CAPTURES = Path("/work/shared/captures/asterisk-22.10.1")
+CAPTURES = Path(__file__).parent / "data" / "captures"
 SESSION = (CAPTURES / "ami-session.txt").read_bytes()
 PARK = (CAPTURES / "park-redirect.txt").read_bytes()
 

@@ -36,7 +36,7 @@ from ctid.calllog import CallLogger
 from ctid.calls import TRANSITIONS, CallModel, CallState
 from ctid.protocols.amiwire import Message, iter_messages
 
-DATA = Path(__file__).parent / "data" / "calls"
+DATA = Path(__file__).parent / "data" / "captures"
 STATE_DESC = {0: "Down", 4: "Ring", 5: "Ringing", 6: "Up"}
 
 
@@ -44,7 +44,7 @@ STATE_DESC = {0: "Down", 4: "Ring", 5: "Ringing", 6: "Up"}
 
 
 def capture(name: str) -> list[Message]:
-    """The AMI messages of a real Asterisk 22.10.1 transcript in tests/data/calls."""
+    """The AMI messages of a real Asterisk 22.10.1 transcript in tests/data/captures."""
     return list(iter_messages((DATA / name).read_bytes()))
 
 

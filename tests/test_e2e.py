@@ -1,5 +1,8 @@
 """End to end over real loopback TCP: the daemon's service tree against the simulated switch."""
 
+import os
+import signal
+
 import pytest
 import pytest_twisted
 
@@ -77,3 +80,18 @@ async def test_bad_input_on_every_port_leaves_the_daemon_up(daemon):
     trunk = daemon.call_in("13800138000", "81004")
     await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "a normal call after the garbage")
     assert daemon.pbx.connected
+
+
+@pytest_twisted.ensureDeferred
+async def test_sighup_reloads_the_traffic_rate(daemon):
+    """SIGHUP re-reads the file; the simulated traffic rate changes live, without a restart."""
+    traffic = daemon.sim.getServiceNamed("traffic")
+    path = daemon.config.path
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("calls_per_minute = 0", "calls_per_minute = 30"))
+    os.kill(os.getpid(), signal.SIGHUP)
+    await daemon.until(lambda: traffic.rate == 30.0, "the new rate to apply")
+    reload = daemon.root.getServiceNamed("reload")
+    assert reload.current.pbxsim.simulator.calls_per_minute == 30.0

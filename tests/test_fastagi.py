@@ -29,7 +29,7 @@ from ctid.protocols.fastagi import (
     State,
 )
 
-CAPTURE = Path("/work/shared/captures/asterisk-22.10.1/fastagi.txt")
+CAPTURE = Path(__file__).parent / "data" / "captures" / "fastagi.txt"
 
 ENV = [
     "agi_network: yes",
