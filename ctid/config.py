@@ -222,6 +222,13 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "talk_time": _range,
         "patience": _range,
         "max_calls": _non_negative(int),
+        "supervisors": _words,
+        "direct_prefix": _required,
+        "direct_ring": _positive(int),
+        "hold_rate": _share,
+        "agi_timeout": _positive(float),
+        "ami_write_buffer": _positive(int),
+        "ami_auth_timeout": _positive(float),
     },
 }
 REQUIRED = {"ami": ("secret",)}

@@ -1,6 +1,7 @@
-"""Shared fixtures: every test fails on errors logged through twisted.logger."""
+"""Shared fixtures: tests fail on errors logged through twisted.logger; a running daemon for end-to-end tests."""
 
 import pytest
+import pytest_twisted
 from twisted.logger import LogLevel, globalLogPublisher
 
 
@@ -29,3 +30,19 @@ def fail_on_logged_errors(request):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "allow_logged_errors: the test expects errors in the log")
+    config.addinivalue_line("markers", "sim(**settings): [pbxsim] settings for the daemon fixture")
+
+
+@pytest_twisted.async_yield_fixture
+async def daemon(tmp_path, request):
+    """The whole daemon running against the simulated switch on free loopback ports (no generated traffic).
+
+    ``@pytest.mark.sim(key="value", …)`` overrides [pbxsim] settings for a test or module.
+    """
+    from tests.e2e import Daemon, daemon_config
+
+    marker = request.node.get_closest_marker("sim")
+    running = Daemon(daemon_config(tmp_path, **(marker.kwargs if marker else {})))
+    await running.start()
+    yield running
+    await running.stop()

@@ -136,3 +136,51 @@ def connect_and_send(port: int, data: bytes) -> Deferred[bytes]:
     factory.protocol = Raw
     reactor.connectTCP("127.0.0.1", port, factory, timeout=2)
     return done
+
+
+def telnet_session(port: int, steps: list[tuple[bytes, bytes]], timeout: float = 5.0) -> Deferred[bytes]:
+    """A telnet client: for each (prompt, answer) wait for ``prompt`` in the output, then send ``answer``.
+
+    Option negotiation is answered like a plain terminal client (the server
+    may echo and suppress go-ahead; nothing else).  Fires with the text
+    received, once every step is done and 0.5 s more has passed, or when the
+    peer closes, or after ``timeout``.
+    """
+    from twisted.conch import telnet
+    from twisted.internet.protocol import ClientFactory
+
+    done: Deferred[bytes] = Deferred()
+
+    class Scripted(telnet.Telnet):
+        def connectionMade(self) -> None:
+            super().connectionMade()
+            self.received, self.pending, self.seen = b"", list(steps), 0
+            self.timer = reactor.callLater(timeout, self.transport.loseConnection)
+
+        def enableRemote(self, option: bytes) -> bool:
+            return option in (telnet.ECHO, telnet.SGA)
+
+        def enableLocal(self, option: bytes) -> bool:
+            return option in (telnet.SGA, telnet.NAWS, telnet.LINEMODE)
+
+        def disableRemote(self, option: bytes) -> None:
+            pass
+
+        def applicationDataReceived(self, chunk: bytes) -> None:
+            self.received += chunk
+            while self.pending and self.pending[0][0] in self.received[self.seen:]:
+                prompt, answer = self.pending.pop(0)
+                self.seen = self.received.index(prompt, self.seen) + len(prompt)
+                self.transport.write(answer)
+                if not self.pending:
+                    self.timer.reset(0.5)
+
+        def connectionLost(self, reason: Any) -> None:
+            if self.timer.active():
+                self.timer.cancel()
+            done.callback(self.received)
+
+    factory = ClientFactory()
+    factory.protocol = Scripted
+    reactor.connectTCP("127.0.0.1", port, factory, timeout=2)
+    return done

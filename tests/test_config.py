@@ -87,3 +87,20 @@ def test_binary_file(tmp_path):
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(config.ConfigError, match="not UTF-8 text"):
         config.load(str(path))
+
+
+def test_every_documented_key_is_known_and_every_known_key_documented():
+    """docs/configuration.md and the schema list the same sections and keys."""
+    import re
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    documented: dict[str, set[str]] = {}
+    section = None
+    for line in text.splitlines():
+        heading = re.match(r"## \[(\w+)\]", line)
+        if heading:
+            section = heading.group(1)
+            documented[section] = set()
+        elif section and line.startswith("| `"):
+            documented[section].update(re.findall(r"`(\w+)`", line.split("|")[1]))
+    assert documented == {name: set(keys) for name, keys in config.SCHEMA.items()}

@@ -7,15 +7,7 @@ import pytest
 import pytest_twisted
 
 from ctid.calls import CallAnswered, CallEnded, CallStarted
-from tests.e2e import Daemon, connect_and_send, daemon_config
-
-
-@pytest_twisted.async_yield_fixture
-async def daemon(tmp_path):
-    running = Daemon(daemon_config(tmp_path))
-    await running.start()
-    yield running
-    await running.stop()
+from tests.e2e import connect_and_send, telnet_session
 
 
 @pytest_twisted.ensureDeferred
@@ -42,18 +34,10 @@ async def test_fastagi_session_driven_by_callers_dtmf(daemon):
     await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "the caller to give up", timeout=10)
 
 
-@pytest_twisted.async_yield_fixture
-async def long_calls(tmp_path):
-    running = Daemon(daemon_config(tmp_path, talk_time="60 60"))
-    await running.start()
-    yield running
-    await running.stop()
-
-
+@pytest.mark.sim(talk_time="60 60")
 @pytest_twisted.ensureDeferred
-async def test_call_model_rebuilt_after_the_switch_link_restarts(long_calls):
+async def test_call_model_rebuilt_after_the_switch_link_restarts(daemon):
     """Calls in progress survive a link restart; a call that ended meanwhile is closed, none is duplicated."""
-    daemon = long_calls
     long_call = daemon.call_in("13911112222", "81002", patience=30)
     await daemon.until(lambda: daemon.of(CallAnswered, call_id=long_call.linkedid), "the long call to connect")
     short_call = daemon.call_in("13933334444", "81003", patience=30)
@@ -95,3 +79,25 @@ async def test_sighup_reloads_the_traffic_rate(daemon):
     await daemon.until(lambda: traffic.rate == 30.0, "the new rate to apply")
     reload = daemon.root.getServiceNamed("reload")
     assert reload.current.pbxsim.simulator.calls_per_minute == 30.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_manhole_shows_the_live_call_model(daemon):
+    """The telnet manhole asks for the configured password and evaluates Python against the live objects."""
+    out = await telnet_session(daemon.port("manhole"), [
+        (b"Username: ", b"admin\r\n"),
+        (b"Password: ", b"e2e-manhole\r\n"),
+        (b">>> ", b"print('calls:', len(model.calls), 'linked:', pbx.connected)\r\n"),
+    ])
+    assert b"calls: 0 linked: True" in out
+
+
+@pytest_twisted.ensureDeferred
+async def test_manhole_refuses_a_wrong_password(daemon):
+    """A wrong password gets no shell."""
+    out = await telnet_session(daemon.port("manhole"), [
+        (b"Username: ", b"admin\r\n"),
+        (b"Password: ", b"guess\r\n"),
+        (b"Username: ", b"print('calls:', len(model.calls))\r\n"),
+    ])
+    assert b"calls: 0" not in out

@@ -61,3 +61,21 @@ def test_reload_warns_about_restart_only_settings(tmp_path):
     warnings = [e for e in seen if e.get("setting") == "ami.secret"]
     assert warnings and warnings[0]["log_level"] == LogLevel.warn
     assert not any("n3w-secret" in repr(e) for e in seen)
+
+
+def test_json_log_file_gets_structured_events_at_the_level(tmp_path):
+    """The JSON-lines log holds one structured event per line, at or above the configured level."""
+    import json
+
+    from twisted.logger import Logger
+
+    path = tmp_path / "ctid.jsonl"
+    service = JSONLogService(str(path), "info")
+    service.startService()
+    log = Logger(namespace="ctid.test")
+    log.debug("hidden {n}", n=1)
+    log.info("call {call_id} started", call_id="1795.1")
+    service.stopService()
+    lines = [json.loads(line.strip("\x1e")) for line in path.read_text().splitlines() if line.strip()]
+    assert [e["log_format"] for e in lines if e.get("log_namespace") == "ctid.test"] == ["call {call_id} started"]
+    assert lines[-1]["call_id"] == "1795.1"
