@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ctid.protocols.agiwire import split_command
+
 from .apps import APPLICATIONS, _load_modules, answer, prompt_seconds
 from .dialplan import substitute
 
@@ -25,33 +27,8 @@ Handler = Callable[["AgiSession", list[str]], Awaitable["str | None"]]
 
 
 def parse_args(line: str) -> list[str]:
-    """Split an AGI command line exactly like res_agi.c ``parse_args``."""
-    argv: list[str] = []
-    quoted = escaped = False
-    whitespace = True
-    for char in line:
-        if char == '"' and not escaped:
-            quoted = not quoted
-            if quoted and whitespace:
-                argv.append("")
-                whitespace = False
-            escaped = False
-            continue
-        if char in " \t" and not quoted and not escaped:
-            whitespace = True
-            continue
-        if char == "\\" and not escaped:
-            escaped = True
-            continue
-        if whitespace:
-            if len(argv) >= MAX_ARGS - 1:
-                escaped = False
-                continue
-            argv.append("")
-            whitespace = False
-        argv[-1] += char
-        escaped = False
-    return argv
+    """Split an AGI command line exactly like res_agi.c ``parse_args`` (shared with ctid's own codec)."""
+    return split_command(line)
 
 
 @dataclass(frozen=True)
