@@ -1,0 +1,87 @@
+"""Bring a database's schema up to date with ctid's Alembic migrations, from code or the shell.
+
+The migrations ship inside the package (``ctid/adapters/store/migrations``),
+so this works from a source tree and from an installed package alike::
+
+    python -m ctid.adapters.store.migrate sqlite:///var/ctid.db
+    python -m ctid.adapters.store.migrate 'mysql+pymysql://ctid:…@db:3306/ctid'
+
+These functions block: call them from a script, or inside a
+:class:`~ctid.adapters.store.pool.DatabasePool` job with
+:func:`upgrade_connection` — never on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from ctid.adapters.store.engine import make_engine
+
+#: Where Alembic finds env.py and the revisions: a package resource, not a path.
+SCRIPT_LOCATION = "ctid.adapters.store:migrations"
+
+
+def alembic_config(url: str | URL | None = None) -> Config:
+    """An Alembic :class:`~alembic.config.Config` for ctid's migrations (no alembic.ini needed).
+
+    Use it with :mod:`alembic.command` for anything else: ``history``,
+    ``downgrade``, or ``revision(config, message, autogenerate=True)``
+    when writing a new migration in a source tree.
+    """
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    if url is not None:
+        # ConfigParser interpolation: a literal % in a password must be doubled.
+        url = make_url(url).render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str | URL, revision: str = "head") -> None:
+    """Migrate the database at ``url`` up to ``revision`` (creating ctid's tables in an empty one)."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def upgrade_connection(connection: Connection, revision: str = "head") -> None:
+    """Migrate through an open ``connection`` (e.g. ``pool.run(upgrade_connection)``)."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version of ctid."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(bind: Connection | Engine) -> str | None:
+    """The revision the database behind ``bind`` is at (None: never migrated)."""
+    if isinstance(bind, Engine):
+        with bind.connect() as connection:
+            return current_revision(connection)
+    return MigrationContext.configure(bind).get_current_revision()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ctid.adapters.store.migrate URL [REVISION]``: migrate and print the revision reached."""
+    args = sys.argv[1:] if argv is None else argv
+    if not 1 <= len(args) <= 2:
+        print("usage: python -m ctid.adapters.store.migrate URL [REVISION]", file=sys.stderr)
+        return 2
+    upgrade(args[0], *args[1:])
+    engine = make_engine(args[0], pool_size=1)
+    try:
+        print(f"{make_url(args[0]).render_as_string(hide_password=True)}: {current_revision(engine)}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
