@@ -35,11 +35,10 @@ from ctid.directory import (
     AuthenticationError,
     DirectoryError,
     Identity,
-    IDirectory,
-    IDirectoryAdmin,
     join_list,
     split_list,
 )
+from ctid.interfaces import IDirectory, IDirectoryAdmin
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 _SALT_BYTES, _KEY_BYTES = 16, 32

@@ -1,6 +1,6 @@
 """Who may log in, and as what: the directory seam (database now, LDAP later).
 
-Pure: no SQL, no LDAP.  :class:`IDirectory` is implemented by
+Pure: no SQL, no LDAP.  :class:`ctid.interfaces.IDirectory` is implemented by
 ``ctid.adapters.directory.SQLDirectory`` (and later an LDAP directory);
 the CTI server authenticates agents through it and gets an
 :class:`Identity` — plain, frozen data the domain can keep.
@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-
-from zope.interface import Interface
 
 #: The roles a person can hold (OP-3).
 ROLES = frozenset({"agent", "supervisor", "admin", "leader"})
@@ -80,44 +78,3 @@ def join_list(items: Iterable[str]) -> str:
     if any("," in item for item in items):
         raise ValueError("list items must not contain commas")
     return ",".join(items)
-
-
-class IDirectory(Interface):
-    """Checks credentials and describes agents, supervisors, admins and leaders.
-
-    Every method returns a Deferred; it fails with :class:`DirectoryError`
-    when the directory cannot be reached or does not answer in time.
-    """
-
-    def authenticate(agent_id, password):
-        """Fires with the :class:`Identity` of ``agent_id`` when ``password`` is right.
-
-        Fails with ``AuthenticationError("bad_credentials")`` for an unknown
-        id or a wrong password alike (same message, similar time), and with
-        ``AuthenticationError("disabled")`` for a disabled account given its
-        right password.
-        """
-
-    def lookup(agent_id):
-        """Fires with the :class:`Identity` of ``agent_id`` (enabled or not), or None when unknown."""
-
-
-class IDirectoryAdmin(Interface):
-    """Changes to a directory ctid itself administers (the database one; not LDAP)."""
-
-    def add_skill_group(name, description=""):
-        """Create (or re-describe) a skill group.  Fires with None."""
-
-    def add_agent(agent_id, name, password=None, roles=("agent",), skills=None, city=None, manages=(),
-                  enabled=True, replace=False):
-        """Create an agent (replace an existing one when ``replace``).  Fires with None.
-
-        Fails with ValueError for an unknown role or skill group, a level
-        outside 1..9, or an existing ``agent_id`` without ``replace``.
-        """
-
-    def set_password(agent_id, password):
-        """Store a new salted hash of ``password``.  Fires with None; LookupError for an unknown agent."""
-
-    def set_enabled(agent_id, enabled):
-        """Enable or disable an account.  Fires with None; LookupError for an unknown agent."""

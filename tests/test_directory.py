@@ -27,11 +27,10 @@ from ctid.directory import (
     AuthenticationError,
     DirectoryError,
     Identity,
-    IDirectory,
-    IDirectoryAdmin,
     join_list,
     split_list,
 )
+from ctid.interfaces import IDirectory, IDirectoryAdmin
 
 PASSWORD = "Tr0ub4dor&3"
 HASH_FORMAT = re.compile(r"^scrypt\$16384\$8\$1\$([A-Za-z0-9+/=]{24})\$([A-Za-z0-9+/=]{44})$")
