@@ -14,18 +14,16 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from automat import NoTransition
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IProtocol, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from .ami import AMIError, AMIFactory, AMIProtocol, EventDispatcher
 from .amiwire import ProtocolViolation
+from .clientguard import LossTolerantEndpoint
 
 
 class AMIClientService(Service):
@@ -61,7 +59,7 @@ class AMIClientService(Service):
         self._on_connected: list[Callable[[AMIProtocol], object]] = []
         self._on_disconnected: list[Callable[[Failure], object]] = []
         policy = retry_policy if retry_policy is not None else backoffPolicy(initialDelay=0.5, maxDelay=30)
-        self._client = ClientService(_LossTolerantEndpoint(endpoint), self.factory, retryPolicy=policy,
+        self._client = ClientService(LossTolerantEndpoint(endpoint), self.factory, retryPolicy=policy,
                                      clock=clock, prepareConnection=self._prepare)
 
     def add_connected_callback(self, fn: Callable[[AMIProtocol], object]) -> None:
@@ -142,59 +140,3 @@ class AMIClientService(Service):
 
     def _callback_failed(self, failure: Failure, fn: object) -> None:
         self.log.failure("AMI link callback {callback!r} failed", failure, level=LogLevel.error, callback=fn)
-
-
-@implementer(IStreamClientEndpoint)
-class _LossTolerantEndpoint:
-    """Hides from ``ClientService`` the loss of a connection it never accepted.
-
-    ``ClientService`` (Twisted 26.x) has no transition for a connection that
-    closes while ``prepareConnection`` runs or after it failed: the loss
-    notification raises automat's ``NoTransition`` out of ``connectionLost``.
-    Our protocol still sees the loss (which fails the login, so the attempt
-    counts as failed and is retried with backoff); only that exception is
-    swallowed.
-    """
-
-    def __init__(self, endpoint: IStreamClientEndpoint):
-        self._endpoint = endpoint
-
-    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
-        connecting = self._endpoint.connect(_GuardFactory(factory))
-        return connecting.addCallback(lambda guard: guard.wrapped)
-
-
-@implementer(IProtocolFactory)
-class _GuardFactory:
-    def __init__(self, factory: IProtocolFactory):
-        self._factory = factory
-
-    def doStart(self) -> None:
-        self._factory.doStart()
-
-    def doStop(self) -> None:
-        self._factory.doStop()
-
-    def buildProtocol(self, addr: object) -> IProtocol | None:
-        built = self._factory.buildProtocol(addr)
-        return None if built is None else _LossGuard(built)
-
-
-class _LossGuard(Protocol):
-    log = Logger()
-
-    def __init__(self, wrapped: IProtocol):
-        self.wrapped = wrapped
-
-    def makeConnection(self, transport: Any) -> None:
-        self.transport = transport
-        self.wrapped.makeConnection(transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.wrapped.dataReceived(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        try:
-            self.wrapped.connectionLost(reason)
-        except NoTransition:
-            self.log.debug("AMI connection closed before ClientService accepted it")
