@@ -22,6 +22,8 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: venv
+	mkdir -p var
+	$(BIN)/python scripts/ctid-seed sqlite:///var/ctid.sqlite
 	$(BIN)/twistd --pidfile= --logger ctid.logs.console_observer -n ctid --config $(CONFIG)
 
 lint: venv

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import make_url
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.testing import MemoryReactor
 
@@ -64,6 +65,35 @@ class ManholeSettings:
 
 
 @dataclass(frozen=True)
+class DatabaseSettings:
+    """[database]: ctid's own SQL database (directory now; records later)."""
+
+    url: str = dataclasses.field(default="sqlite:///var/ctid.sqlite", repr=False)
+    threads: int = 4
+
+
+@dataclass(frozen=True)
+class CTISettings:
+    """[cti]: the CTI server agents' desktops and CRM toolbars connect to."""
+
+    endpoint: str = "tcp:7070:interface=127.0.0.1"
+    heartbeat: float = 15.0
+    resume_grace: float = 60.0
+    rate: float = 50.0
+    burst: int = 100
+    max_per_address: int = 20
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """[agents]: agent state rules."""
+
+    wrap_up_time: float = 10.0
+    not_hung_up_after: float = 30.0
+    station_prefix: str = "PJSIP/"
+
+
+@dataclass(frozen=True)
 class PBXSimSettings:
     """[pbxsim]: whether the simulated switch runs inside the daemon, and how."""
 
@@ -81,6 +111,9 @@ class Config:
     fastagi: FastAGISettings
     manhole: ManholeSettings
     pbxsim: PBXSimSettings
+    database: DatabaseSettings = DatabaseSettings()
+    cti: CTISettings = CTISettings()
+    agents: AgentSettings = AgentSettings()
 
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -139,6 +172,17 @@ def _range(text: str) -> tuple[float, float]:
     if low < 0 or high < low:
         raise ValueError(f"expected 0 <= low <= high, got {text!r}")
     return low, high
+
+
+def _database_url(text: str) -> str:
+    """A SQLAlchemy URL for SQLite or MySQL through PyMySQL."""
+    try:
+        url = make_url(text.strip())
+    except Exception as e:
+        raise ValueError(f"not a database URL: {e}") from None
+    if url.drivername not in ("sqlite", "sqlite+pysqlite", "mysql+pymysql"):
+        raise ValueError(f"use sqlite:///PATH or mysql+pymysql://USER:PASSWORD@HOST/DB, not {url.drivername!r}")
+    return text.strip()
 
 
 def _level(text: str) -> str:
@@ -204,6 +248,20 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     },
     "fastagi": {"endpoint": _server_endpoint, "command_timeout": _positive(float)},
     "manhole": {"enabled": _bool, "endpoint": _local_endpoint, "username": _required, "password": _text},
+    "database": {"url": _database_url, "threads": _positive(int)},
+    "cti": {
+        "endpoint": _server_endpoint,
+        "heartbeat": _positive(float),
+        "resume_grace": _positive(float),
+        "rate": _positive(float),
+        "burst": _positive(int),
+        "max_per_address": _positive(int),
+    },
+    "agents": {
+        "wrap_up_time": _non_negative(float),
+        "not_hung_up_after": _positive(float),
+        "station_prefix": _required,
+    },
     "pbxsim": {
         "enabled": _bool,
         "ami_endpoint": _server_endpoint,
@@ -280,6 +338,9 @@ def parse(text: str, path: str = "<string>") -> Config:
         fastagi=FastAGISettings(**sections["fastagi"]),
         manhole=manhole,
         pbxsim=PBXSimSettings(enabled=enabled, simulator=simulator),
+        database=DatabaseSettings(**sections["database"]),
+        cti=CTISettings(**sections["cti"]),
+        agents=AgentSettings(**sections["agents"]),
     )
 
 

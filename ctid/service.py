@@ -12,13 +12,20 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IReactorCore
 
 from ctid.adapters.asterisk import AsteriskPBX
+from ctid.adapters.directory import SQLDirectory
 from ctid.adapters.pbxsim.service import makeSimulatorService
+from ctid.adapters.store.engine import make_engine
+from ctid.adapters.store.migrate import SchemaUpgrade
+from ctid.adapters.store.pool import DatabasePool
+from ctid.agents import AgentBoard
 from ctid.calls import CallLogger, CallModel
 from ctid.config import Config
+from ctid.desk import AgentDesk
 from ctid.greeting import greet
 from ctid.logs import JSONLogService, set_console_level
 from ctid.manhole import makeManholeService
 from ctid.protocols.ami import AMIClientService, EventDispatcher
+from ctid.protocols.cti import CTIServerFactory, CTIServerService
 from ctid.protocols.fastagi import FastAGIFactory
 from ctid.reload import ReloadService
 
@@ -60,13 +67,25 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
     pbx.setName("pbx")
     pbx.setServiceParent(root)
 
+    pool = DatabasePool(make_engine(config.database.url), reactor, name="db", max_threads=config.database.threads)
+    pool.setServiceParent(root)
+    SchemaUpgrade(pool).setServiceParent(root)
+    board = AgentBoard(reactor, wrap_up_time=config.agents.wrap_up_time,
+                       not_hung_up_after=config.agents.not_hung_up_after)
+    desk = AgentDesk(board, SQLDirectory(pool), station_prefix=config.agents.station_prefix)
+    cti = CTIServerService(serverFromString(reactor, config.cti.endpoint), CTIServerFactory(
+        desk, reactor, heartbeat=config.cti.heartbeat, resume_grace=config.cti.resume_grace, rate=config.cti.rate,
+        burst=config.cti.burst, max_per_address=config.cti.max_per_address))
+    cti.setName("cti")
+    cti.setServiceParent(root)
+
     agi = FastAGIFactory.for_scripts({"bank": greet}, clock=reactor, command_timeout=config.fastagi.command_timeout)
     fastagi = StreamServerEndpointService(serverFromString(reactor, config.fastagi.endpoint), agi)
     fastagi.setName("fastagi")
     fastagi.setServiceParent(root)
 
     if config.manhole.enabled:
-        namespace = {"config": config, "root": root, "model": model, "pbx": pbx, "ami": ami}
+        namespace = {"config": config, "root": root, "model": model, "pbx": pbx, "ami": ami, "board": board}
         manhole = makeManholeService(
             config.manhole.endpoint, config.manhole.username, config.manhole.password, namespace
         )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
@@ -624,3 +625,18 @@ class CTIServerFactory(Factory):
         for protocol in list(self.connections):
             protocol.close(CTIError(ErrorCode.SHUTTING_DOWN, "the server is shutting down"))
         return DeferredList(closing)
+
+
+class CTIServerService(StreamServerEndpointService):
+    """Listens for CTI clients; on stop, closes the port and then every session (``shutting_down``)."""
+
+    def __init__(self, endpoint: Any, factory: CTIServerFactory):
+        super().__init__(endpoint, factory)
+        self.cti = factory
+
+    async def _stop(self) -> None:
+        await super().stopService()
+        await self.cti.shutdown()
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())

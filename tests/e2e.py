@@ -14,8 +14,11 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 
 from ctid import config
+from ctid.adapters.directory import SQLDirectory
 from ctid.adapters.pbxsim.population import Caller
 from ctid.service import makeService
+
+PASSWORD = "e2e-agent-pw"
 
 
 def free_port() -> int:
@@ -27,7 +30,7 @@ def free_port() -> int:
 
 def daemon_config(tmp_path, **sim: str) -> config.Config:
     """A configuration running the simulator on free ports, with no generated traffic."""
-    ami, agi, manhole = free_port(), free_port(), free_port()
+    ami, agi, manhole, cti = free_port(), free_port(), free_port(), free_port()
     settings = {
         "calls_per_minute": "0",
         "answer_delay": "0.1 0.2",
@@ -40,6 +43,9 @@ def daemon_config(tmp_path, **sim: str) -> config.Config:
         f"[ami]\nendpoint = tcp:127.0.0.1:{ami}:timeout=2\nsecret = e2e-secret\n"
         "ping_interval = 1\nping_timeout = 1\naction_timeout = 2\n"
         f"[fastagi]\nendpoint = tcp:{agi}:interface=127.0.0.1\ncommand_timeout = 5\n"
+        f"[database]\nurl = sqlite:///{tmp_path / 'ctid.sqlite'}\n"
+        f"[cti]\nendpoint = tcp:{cti}:interface=127.0.0.1\nheartbeat = 1\nresume_grace = 1\n"
+        "[agents]\nwrap_up_time = 0.5\n"
         f"[manhole]\nenabled = yes\nendpoint = tcp:{manhole}:interface=127.0.0.1\npassword = e2e-manhole\n"
         f"[pbxsim]\nenabled = yes\nami_endpoint = tcp:{ami}:interface=127.0.0.1\n"
         f"agi_endpoint = tcp:127.0.0.1:{agi}:timeout=2\nsecret = e2e-secret\n"
@@ -69,8 +75,19 @@ class Daemon:
 
     async def start(self) -> None:
         self.root.startService()
+        await self.root.getServiceNamed("schema").done
+        await self.seed()
         await self.ami.whenConnected()
         await self.until(lambda: self.pbx.synced, "the first resync")
+
+    async def seed(self) -> None:
+        """Agents 1001–1004 (password PASSWORD) in the directory, like scripts/ctid-seed."""
+        directory = SQLDirectory(self.root.getServiceNamed("db"))
+        for group in ("accounts", "consultation"):
+            await directory.add_skill_group(group)
+        for n, city in ((1001, "Shanghai"), (1002, "Shanghai"), (1003, "Beijing"), (1004, "Beijing")):
+            await directory.add_agent(str(n), f"Agent {n}", PASSWORD, skills={"accounts": 5}, city=city)
+        await directory.add_agent("1005", "Gone", PASSWORD, enabled=False)
 
     async def stop(self) -> None:
         await self.root.stopService()

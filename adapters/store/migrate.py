@@ -14,14 +14,21 @@ These functions block: call them from a script, or inside a
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ctid.adapters.store.engine import make_engine
+
+log = Logger()
 
 #: Where Alembic finds env.py and the revisions: a package resource, not a path.
 SCRIPT_LOCATION = "ctid.adapters.store:migrations"
@@ -85,3 +92,28 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class SchemaUpgrade(Service):
+    """Brings the schema up to date when the daemon starts, on the pool (never on the reactor).
+
+    A database that cannot be reached is logged, not fatal: calls are still
+    answered and logins fail with ``directory_unavailable`` until it is back.
+    ``done`` fires (never fails) once the attempt is over.
+    """
+
+    name = "schema"
+
+    def __init__(self, pool: Any):
+        self.pool = pool
+        self.done: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.done = self.pool.run(upgrade_connection).addCallbacks(self._upgraded, self._failed)
+
+    def _upgraded(self, _: object) -> None:
+        log.info("database schema is at revision {revision}", revision=head_revision())
+
+    def _failed(self, failure: Failure) -> None:
+        log.error("database schema could not be brought up to date: {error}", error=failure.getErrorMessage())

@@ -1,0 +1,199 @@
+"""Indexes of available agents, one per skill group and strategy (per queue for ``even``).
+
+An agent who becomes available gets an *availability sequence number*
+(``seq``, unique, increasing) registered in the ACD's ``live`` table, and one
+entry in every index of every skill group it has; an index serving a queue
+with local preference also files the entry under the agent's city.
+
+Heap strategies (:class:`HeapIndex`) keep binary heaps of integer keys::
+
+    key = (9 - level) << 104  +  (round(metric * 1000) + 2**63) << 40  +  seq
+
+so a key sorts by level (higher first), then by the strategy's metric
+(lower first, millisecond resolution), then by ``seq`` (the agent that became
+available first — for agents idle since their availability, the longest idle).
+One integer per entry keeps comparisons cheap.  Deletion is *lazy*: an
+availability that ends is dropped from ``live`` (O(1)); an entry whose
+``key & SEQ_MASK`` is no longer live is popped when it reaches the top, and a
+heap is compacted when it grows past twice its size after the last
+compaction (+64).  Live entries of a heap never outnumber the members of its
+group (or city), so memory stays bounded and every operation is amortised
+O(log n).
+
+Round robin (:class:`RingIndex`) keeps a ``SortedList`` of
+``(9 - level, agent_id, seq)`` per index and city, removed eagerly (O(log n)),
+and finds the successor of the last offered agent by bisection.  Its
+:meth:`RingIndex.best` answers a key of the same shape (metric 0).
+
+Indexes answer keys; the ACD reads the level with :func:`level_of` and the
+availability with ``key & SEQ_MASK``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from heapq import heapify, heappop, heappush
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from sortedcontainers import SortedList
+
+from ctid.acd.strategies import Metric
+
+__all__ = ["SEQ_MASK", "AgentHeap", "AgentInfo", "HeapIndex", "RingIndex", "level_key", "level_of"]
+
+_NO_SKILLS: Mapping[str, int] = MappingProxyType({})
+_LEVEL_SHIFT, _METRIC_SHIFT, _METRIC_OFFSET = 104, 40, 1 << 63
+#: The availability sequence number in the low bits of a key.
+SEQ_MASK = (1 << 40) - 1
+
+
+def level_key(level: int) -> int:
+    """The level part of a key: smaller for higher levels."""
+    return (9 - level) << _LEVEL_SHIFT
+
+
+def level_of(key: int) -> int:
+    """The skill level of the agent behind ``key``."""
+    return 9 - (key >> _LEVEL_SHIFT)
+
+
+class AgentInfo(NamedTuple):
+    """What the ACD needs to know about an agent, as it becomes available.
+
+    Built by the integration from the agent board (a named tuple: cheap to
+    build at every state change).  ``skills`` maps a skill group (业务分组)
+    to the agent's level in it, 1..9, 9 the most skilled.  ``city`` is used by
+    queues with local preference.  The figures feed the strategies:
+    ``idle_since`` is the clock time the agent became idle; ``answered``,
+    ``talk_time_total`` (s), ``idle_time_total`` (s) and ``idle_periods`` are
+    the day's totals.
+    """
+
+    agent_id: str
+    skills: Mapping[str, int] = _NO_SKILLS
+    city: str = ""
+    idle_since: float = 0.0
+    answered: int = 0
+    talk_time_total: float = 0.0
+    idle_time_total: float = 0.0
+    idle_periods: int = 0
+
+
+class AgentHeap:
+    """A heap of agent keys with lazy deletion against the shared ``live`` table."""
+
+    __slots__ = ("items", "limit", "live")
+
+    def __init__(self, live: Mapping[int, Any]):
+        self.items: list[int] = []
+        self.limit = 64
+        self.live = live
+
+    def push(self, key: int) -> None:
+        """Add a live key, compacting first when the heap has doubled since the last compaction."""
+        if len(self.items) >= self.limit:
+            self.compact()
+        heappush(self.items, key)
+
+    def compact(self) -> None:
+        """Drop the dead keys (amortised O(1) per push: the limit doubles with the live size)."""
+        live = self.live
+        self.items = items = [k for k in self.items if k & SEQ_MASK in live]
+        heapify(items)
+        self.limit = 2 * len(items) + 64
+
+    def top(self) -> int | None:
+        """The best live key (dead ones on top are dropped), or None."""
+        items, live = self.items, self.live
+        while items:
+            key = items[0]
+            if key & SEQ_MASK in live:
+                return key
+            heappop(items)
+        return None
+
+
+class HeapIndex:
+    """Available agents of one skill group, ordered by level, then a strategy metric, then seq."""
+
+    __slots__ = ("metric", "local", "counting", "everyone", "cities", "counts", "live")
+
+    def __init__(self, metric: Metric, local: bool, live: Mapping[int, Any], counting: bool = False):
+        self.metric = metric
+        self.local = local
+        self.counting = counting
+        self.live = live
+        self.everyone = AgentHeap(live)
+        self.cities: dict[str, AgentHeap] = {}
+        #: Offers per agent since the last reset, kept when ``counting`` (the ``even`` metric reads it).
+        self.counts: dict[str, int] = {}
+
+    def add(self, info: AgentInfo, level_part: int, seq: int, rings: list) -> None:
+        """File an available agent (and under its city when this index serves local queues)."""
+        key = level_part + ((int(self.metric(info, self.counts) * 1000) + _METRIC_OFFSET) << _METRIC_SHIFT) + seq
+        heap = self.everyone
+        if len(heap.items) >= heap.limit:
+            heap.compact()
+        heappush(heap.items, key)
+        if self.local:
+            heap = self.cities.get(info.city)
+            if heap is None:
+                heap = self.cities[info.city] = AgentHeap(self.live)
+            heap.push(key)
+
+    def best(self, city: str | None = None) -> int | None:
+        """The best key, of any city (None) or of ``city``."""
+        if city is None:
+            return self.everyone.top()
+        heap = self.cities.get(city)
+        return heap.top() if heap is not None else None
+
+    def picked(self, agent_id: str) -> None:
+        """Record an offer to ``agent_id`` (counted when the index counts offers)."""
+        if self.counting:
+            self.counts[agent_id] = self.counts.get(agent_id, 0) + 1
+
+
+class RingIndex:
+    """Available agents of one skill group in a ring (``agent_id`` order) per level tier: round robin."""
+
+    __slots__ = ("local", "everyone", "cities", "counts", "last")
+
+    def __init__(self, local: bool):
+        self.local = local
+        self.everyone = SortedList()
+        self.cities: dict[str, SortedList] = {}
+        self.counts: dict[str, int] = {}
+        #: The agent this index offered last.
+        self.last = ""
+
+    def add(self, info: AgentInfo, level_part: int, seq: int, rings: list) -> None:
+        """File an available agent in the ring (and its city's ring); note where in ``rings``."""
+        entry = (level_part >> _LEVEL_SHIFT, info.agent_id, seq)
+        self.everyone.add(entry)
+        rings.append((self.everyone, entry))
+        if self.local:
+            ring = self.cities.get(info.city)
+            if ring is None:
+                ring = self.cities[info.city] = SortedList()
+            ring.add(entry)
+            rings.append((ring, entry))
+
+    def best(self, city: str | None = None) -> int | None:
+        """In the top level tier, the first agent after the last one offered (wrapping), or None."""
+        ring = self.everyone if city is None else self.cities.get(city)
+        if not ring:
+            return None
+        first = ring[0]
+        tier, last = first[0], self.last
+        i = ring.bisect_left((tier, last))
+        size = len(ring)
+        if i < size and ring[i][1] == last and ring[i][0] == tier:
+            i += 1
+        chosen = ring[i] if i < size and ring[i][0] == tier else first
+        return (chosen[0] << _LEVEL_SHIFT) + chosen[2]
+
+    def picked(self, agent_id: str) -> None:
+        """Move the ring's pointer to ``agent_id``."""
+        self.last = agent_id
