@@ -9,7 +9,8 @@ Pure domain code (no I/O, time from an injected clock).  The pieces:
 * :mod:`ctid.acd.strategies` — the seven distribution strategies;
 * :mod:`ctid.acd.priority` — VIP / priority rules;
 * :mod:`ctid.acd.locality` — caller number → city;
-* :mod:`ctid.acd.ewt` — estimated wait time.
+* :mod:`ctid.acd.ewt` — estimated wait time;
+* :mod:`ctid.acd.runtime` — the ACD's internal queue and agent records.
 
 See ``docs/acd.md``.
 """

@@ -61,7 +61,8 @@ class WaitingCall:
     in the rest when the call is queued: the effective ``priority``, the
     caller's ``city`` (local-preference queues only), ``enqueued_at`` (first
     time queued; kept by moves and re-queues), ``seq`` and ``overflowed``
-    (the call may go to an agent of any city).  Compared by identity.
+    (the call may go to an agent of any city).  ``key``, ``generation`` and
+    ``located`` are the ACD's bookkeeping.  Compared by identity.
     """
 
     call_id: str
@@ -79,7 +80,7 @@ class WaitingCall:
 
 
 class CallHeap:
-    """A heap of call keys with lazy deletion against its queue's ``live`` table."""
+    """A heap of call keys with lazy deletion against its pool's ``live`` table."""
 
     __slots__ = ("items", "limit", "live")
 

@@ -25,23 +25,28 @@ otherwise.  On ring-no-answer the integration locks the agent
 Overflow of local-preference calls happens on the clock: at
 :meth:`ACD.tick` (call it periodically, or at :meth:`ACD.next_deadline`) and
 at the start of :meth:`ACD.agent_available`; both return the offers the newly
-open calls got.  Costs: O(log n) per decision and per change, amortised
-(integer keys, lazy deletion: see :mod:`ctid.acd.pools` and :mod:`ctid.acd.calls`); an
-agent becoming available looks at the heads of the queues of its groups only.
+open calls got.
+
+Costs: O(log n) per decision and per change, amortised (integer keys and lazy
+deletion: see :mod:`ctid.acd.pools` and :mod:`ctid.acd.calls`); an agent
+becoming available looks at the heads of its call pools only.  The two hot
+paths (:meth:`ACD.enqueue` into a queue without local preference, and
+:meth:`ACD.agent_available`) are written flat, with few calls.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import NamedTuple, Protocol
 
-from ctid.acd.calls import CallPool, CallQueue, WaitingCall
+from ctid.acd.calls import CallPool, WaitingCall
 from ctid.acd.config import QueueConfig
 from ctid.acd.ewt import Estimator, QueueStats, observed_estimate
 from ctid.acd.locality import CityTable, national
-from ctid.acd.pools import SEQ_MASK, AgentInfo, HeapIndex, RingIndex, level_key
+from ctid.acd.pools import SEQ_MASK, AgentInfo, HeapIndex, RingIndex, file_agent, level_key
 from ctid.acd.priority import PriorityRule, RuleBook
+from ctid.acd.runtime import AgentRecord, QueueRecord
 from ctid.acd.strategies import STRATEGIES
 
 __all__ = ["ACD", "Clock", "Offer", "QueueFull"]
@@ -66,46 +71,6 @@ class Offer(NamedTuple):
     waited: float
 
 
-class _Queue:
-    """One queue at run time: its calls, the index it picks agents from, its rules and averages."""
-
-    __slots__ = ("name", "config", "group", "limit", "local", "overflow_after", "calls", "index", "rules", "stats")
-
-    def __init__(
-        self, config: QueueConfig, pool: CallPool, index: HeapIndex | RingIndex, rules: RuleBook, stats: QueueStats
-    ):
-        self.name = config.name
-        self.config = config
-        self.group = config.group
-        #: Agent keys below this have a level >= min_level.
-        self.limit = level_key(config.min_level - 1)
-        self.local = config.local_preference
-        self.overflow_after = config.overflow_after
-        self.calls = CallQueue(config, pool)
-        self.index = index
-        self.rules = rules
-        self.stats = stats
-
-
-class _Agent:
-    """A serving agent: its latest info, its availability number (0: not available), its ring entries.
-
-    ``plan`` (the indexes to file it in, with its level part) and ``serves``
-    (the call pools whose ``min_level`` it meets) are worked out once per set
-    of skills.
-    """
-
-    __slots__ = ("info", "seq", "rings", "skills", "plan", "serves")
-
-    def __init__(self, info: AgentInfo):
-        self.info = info
-        self.seq = 0
-        self.rings: list = []
-        self.skills: Mapping[str, int] | None = None
-        self.plan: tuple[tuple[HeapIndex | RingIndex, int], ...] = ()
-        self.serves: tuple[CallPool, ...] = ()
-
-
 class ACD:
     """Queues, priorities and distribution strategies for one site (see the module docstring)."""
 
@@ -123,44 +88,46 @@ class ACD:
         self._cities = cities if isinstance(cities, CityTable) else CityTable(cities or {})
         self._estimator = estimator
         #: Availability number -> agent, for the agents available now.
-        self._live: dict[int, _Agent] = {}
-        self._queues: dict[str, _Queue] = {}
+        self._live: dict[int, AgentRecord] = {}
+        self._queues: dict[str, QueueRecord] = {}
         self._indexes: dict[str, list[HeapIndex | RingIndex]] = {}
         #: Per skill group: (level limit, call pool) for each min_level in use.
         self._pools: dict[str, list[tuple[int, CallPool]]] = {}
         self._build(list(queues), tuple(rules), alpha)
         self._serving = dict.fromkeys(self._pools, 0)
-        self._agents: dict[str, _Agent] = {}
+        self._agents: dict[str, AgentRecord] = {}
         self._calls: dict[str, WaitingCall] = {}
         self._seq = self._head = self._avail_seq = 0
         self._overflows: list[tuple[float, int, WaitingCall]] = []
         self._expiries: list[tuple[float, int, WaitingCall]] = []
 
     def _build(self, configs: list[QueueConfig], rules: tuple[PriorityRule, ...], alpha: float) -> None:
+        """One index per (group, strategy) — per queue for ``even`` — and one call pool per (group, min_level)."""
+
         def key(config: QueueConfig) -> tuple[str, str, str]:
-            per_queue = STRATEGIES[config.strategy].per_queue
+            per_queue = STRATEGIES[config.strategy].kind == "count"
             return config.group, config.strategy, config.name if per_queue else ""
 
         local = {key(config) for config in configs if config.local_preference}
-        shared: dict[tuple[str, str, str], HeapIndex | RingIndex] = {}
+        indexes: dict[tuple[str, str, str], HeapIndex | RingIndex] = {}
         pools: dict[tuple[str, int], CallPool] = {}
         for config in configs:
             if config.name in self._queues:
                 raise ValueError(f"queue {config.name} is configured twice")
-            index = shared.get(key(config))
+            index = indexes.get(key(config))
             if index is None:
                 strategy = STRATEGIES[config.strategy]
-                if strategy.metric is None:
+                if strategy.kind == "ring":
                     index = RingIndex(key(config) in local)
                 else:
-                    index = HeapIndex(strategy.metric, key(config) in local, self._live, counting=strategy.per_queue)
-                shared[key(config)] = index
+                    index = HeapIndex(strategy.metric, key(config) in local, self._live)
+                indexes[key(config)] = index
                 self._indexes.setdefault(config.group, []).append(index)
             pool = pools.get((config.group, config.min_level))
             if pool is None:
                 pool = pools[config.group, config.min_level] = CallPool()
                 self._pools.setdefault(config.group, []).append((level_key(config.min_level - 1), pool))
-            queue = _Queue(config, pool, index, RuleBook(rules + config.rules), QueueStats(alpha))
+            queue = QueueRecord(config, pool, index, RuleBook(rules + config.rules), QueueStats(alpha))
             self._queues[config.name] = queue
 
     # -- agents ------------------------------------------------------------------
@@ -173,51 +140,25 @@ class ACD:
         re-filed with the new ``info``.
         """
         now = self._clock.seconds()
-        overflows = self._overflows
-        offers = self._promote(now) if overflows and overflows[0][0] <= now else []
         agent = self._agents.get(info.agent_id)
         if agent is None:
-            agent = self._agents[info.agent_id] = _Agent(info)
+            agent = self._agents[info.agent_id] = AgentRecord(info)
         elif agent.seq:
-            self._retire(agent)
+            self._retire(agent)  # before promotions: they must not offer its old availability
+        overflows = self._overflows
+        offers = self._promote(now) if overflows and overflows[0][0] <= now else []
         agent.info = info
         if agent.skills is not info.skills:
             self._plan(agent, info.skills)
-        for pool in agent.serves:
-            if pool.live:
-                offer = self._call_for(agent, info, now)
-                if offer is not None:
-                    offers.append(offer)
-                    return offers
-                break
+        offer = self._call_for(agent, info, now)
+        if offer is not None:
+            offers.append(offer)
+            return offers
         seq = self._avail_seq = self._avail_seq + 1
         agent.seq = seq
         self._live[seq] = agent
-        rings = agent.rings
-        for index, level_part in agent.plan:
-            index.add(info, level_part, seq, rings)
+        file_agent(agent.plan, info, seq, agent.rings)
         return offers
-
-    def _plan(self, agent: _Agent, skills: Mapping[str, int]) -> None:
-        """Work out where the agent is filed and which queues it serves; keep the serving counts."""
-        if agent.skills == skills:
-            agent.skills = skills
-            return
-        if agent.skills is not None:
-            self._count_serving(agent.skills, -1)
-        self._count_serving(skills, 1)
-        agent.skills = skills
-        agent.plan = tuple(
-            (index, level_key(level))
-            for group, level in skills.items()
-            for index in self._indexes.get(group, ())
-        )
-        agent.serves = tuple(
-            pool
-            for group, level in skills.items()
-            for limit, pool in self._pools.get(group, ())
-            if level_key(level) < limit
-        )
 
     def agent_unavailable(self, agent_id: str) -> None:
         """The agent logged out, paused or was locked: it is no longer offered calls nor counted as serving."""
@@ -244,7 +185,26 @@ class ACD:
             for index in indexes:
                 index.counts.clear()
 
-    def _retire(self, agent: _Agent) -> None:
+    def _plan(self, agent: AgentRecord, skills: Mapping[str, int]) -> None:
+        """Work out where the agent is filed and which call pools it serves; keep the serving counts."""
+        if agent.skills == skills:
+            agent.skills = skills
+            return
+        if agent.skills is not None:
+            self._count_serving(agent.skills, -1)
+        self._count_serving(skills, 1)
+        agent.skills = skills
+        agent.plan = tuple(
+            (index, level_key(level)) for group, level in skills.items() for index in self._indexes.get(group, ())
+        )
+        agent.serves = tuple(
+            pool
+            for group, level in skills.items()
+            for limit, pool in self._pools.get(group, ())
+            if level_key(level) < limit
+        )
+
+    def _retire(self, agent: AgentRecord) -> None:
         """End the agent's availability: O(1) for heaps (lazy), O(log n) per ring entry."""
         del self._live[agent.seq]
         agent.seq = 0
@@ -259,19 +219,21 @@ class ACD:
             if group in serving:
                 serving[group] += step
 
-    def _call_for(self, agent: _Agent, info: AgentInfo, now: float) -> Offer | None:
+    def _call_for(self, agent: AgentRecord, info: AgentInfo, now: float) -> Offer | None:
         """The most urgent call the agent may take, taken out of its queue, as an offer."""
         best = best_heap = best_pool = None
         city = info.city
         for pool in agent.serves:
             if not pool.live:
                 continue
-            key = pool.open.top()
-            if key is not None and (best is None or key < best):
-                best, best_heap, best_pool = key, pool.open, pool
+            heap = pool.open
+            if heap.items:
+                key = heap.top()
+                if key is not None and (best is None or key < best):
+                    best, best_heap, best_pool = key, heap, pool
             if pool.local:
                 heap = pool.cities.get(city)
-                if heap is not None:
+                if heap is not None and heap.items:
                     key = heap.top()
                     if key is not None and (best is None or key < best):
                         best, best_heap, best_pool = key, heap, pool
@@ -281,7 +243,8 @@ class ACD:
         queue = self._queues[call.queue]
         queue.calls.order.remove(best)
         del self._calls[call.call_id]
-        queue.index.picked(info.agent_id)
+        if queue.picked is not None:
+            queue.picked(info.agent_id)
         return Offer(call, info.agent_id, queue.name, now - call.enqueued_at)
 
     # -- calls ---------------------------------------------------------------------
@@ -296,25 +259,33 @@ class ACD:
         queue = self._queues.get(call.queue) or self._queue(call.queue)
         if call.call_id in self._calls:
             raise ValueError(f"call {call.call_id} is already waiting")
-        config = queue.config
-        if config.max_length is not None and len(queue.calls) >= config.max_length:
+        if queue.max_length is not None and len(queue.calls.order) >= queue.max_length:
             raise QueueFull(call.queue)
         now = call.enqueued_at = self._clock.seconds()
-        floor = config.priority if call.priority is None else max(call.priority, config.priority)
+        floor = queue.priority if call.priority is None or call.priority < queue.priority else call.priority
         rules = queue.rules
-        if queue.local or rules.needs_number:
+        if queue.local:
             number = national(call.caller)
-            if queue.local:
-                call.city = self._cities.city_of_national(number)
-            call.located = queue.local
+            call.city = self._cities.city_of_national(number)
+            call.located = True
             call.priority = rules.priority_for(number, call.data, floor) if rules else floor
         else:
             call.located = False
-            call.priority = rules.priority_for("", call.data, floor) if rules else floor
+            if rules:
+                number = national(call.caller) if rules.needs_number else ""
+                call.priority = rules.priority_for(number, call.data, floor)
+            else:
+                call.priority = floor
         self._seq += 1
         call.seq = self._seq
         call.overflowed = False
-        return self._place(queue, call, now)
+        if queue.local:
+            return self._place(queue, call, now)
+        key = queue.best()
+        if key is not None and key < queue.limit:
+            return self._offer(queue, call, key, now)
+        self._park(queue, call)
+        return None
 
     def requeue_at_head(self, call: WaitingCall) -> Offer | None:
         """Put an offered call back (ring-no-answer) ahead of every waiting call of its priority.
@@ -332,9 +303,9 @@ class ACD:
 
     def abandon(self, call_id: str) -> WaitingCall | None:
         """The caller hung up (or the call left for another route): drop it; None if it was not waiting."""
-        call = self._calls.get(call_id)
+        call = self._calls.pop(call_id, None)
         if call is not None:
-            self._remove(self._queues[call.queue], call)
+            self._queues[call.queue].calls.remove(call)
         return call
 
     def set_priority(self, call_id: str, priority: int) -> None:
@@ -351,7 +322,7 @@ class ACD:
         """
         call = self._calls[call_id]
         target = self._queue(queue)
-        self._remove(self._queues[call.queue], call)
+        self.abandon(call_id)
         call.queue = queue
         call.overflowed = False
         return self._place(target, call, self._clock.seconds())
@@ -368,11 +339,9 @@ class ACD:
             deadline, _, call = heappop(heap)
             if self._calls.get(call.call_id) is not call:
                 continue
-            queue = self._queues[call.queue]
-            max_wait = queue.config.max_wait
+            max_wait = self._queues[call.queue].max_wait
             if max_wait is not None and call.enqueued_at + max_wait == deadline:
-                self._remove(queue, call)
-                out.append(call)
+                out.append(self.abandon(call.call_id))
         return out
 
     def next_deadline(self) -> float | None:
@@ -380,53 +349,62 @@ class ACD:
         times = [heap[0][0] for heap in (self._overflows, self._expiries) if heap]
         return min(times) if times else None
 
-    def _queue(self, name: str) -> _Queue:
+    def _queue(self, name: str) -> QueueRecord:
         try:
             return self._queues[name]
         except KeyError:
             raise KeyError(f"unknown queue {name!r}") from None
 
-    def _place(self, queue: _Queue, call: WaitingCall, now: float) -> Offer | None:
-        """Offer ``call`` to an agent of ``queue`` now, or queue it."""
-        if queue.local and not call.located:
-            call.city = self._cities.city_of(call.caller)
-            call.located = True
-        offer = self._agent_for(queue, call, now)
-        if offer is not None:
-            return offer
-        queue.calls.insert(call)
-        self._calls[call.call_id] = call
-        if queue.local and call.city is not None and not call.overflowed and queue.overflow_after is not None:
-            heappush(self._overflows, (call.enqueued_at + queue.overflow_after, call.seq, call))
-        if queue.config.max_wait is not None:
-            heappush(self._expiries, (call.enqueued_at + queue.config.max_wait, call.seq, call))
-        return None
-
-    def _agent_for(self, queue: _Queue, call: WaitingCall, now: float) -> Offer | None:
-        """The best available agent for ``call`` as an offer, or None (marks the call overflowed when due)."""
-        index = queue.index
-        if queue.local and call.city is not None and not call.overflowed:
-            key = index.best(call.city)
-            if key is not None and key < queue.limit:
-                return self._offer(queue, call, key, now)
-            if queue.overflow_after is None or now < call.enqueued_at + queue.overflow_after:
-                return None
-            call.overflowed = True
-        key = index.best()
+    def _place(self, queue: QueueRecord, call: WaitingCall, now: float) -> Offer | None:
+        """Offer ``call`` to an agent of ``queue`` now (marking it overflowed when due), or queue it."""
+        if queue.local:
+            if not call.located:
+                call.city = self._cities.city_of(call.caller)
+                call.located = True
+            if call.city is not None and not call.overflowed:
+                key = queue.index.best(call.city)
+                if key is not None and key < queue.limit:
+                    return self._offer(queue, call, key, now)
+                overflow_after = queue.overflow_after
+                if overflow_after is None or now < call.enqueued_at + overflow_after:
+                    self._park(queue, call)
+                    if overflow_after is not None:
+                        self._deadline(self._overflows, call.enqueued_at + overflow_after, call)
+                    return None
+                call.overflowed = True
+        key = queue.best()
         if key is not None and key < queue.limit:
             return self._offer(queue, call, key, now)
+        self._park(queue, call)
         return None
 
-    def _offer(self, queue: _Queue, call: WaitingCall, key: int, now: float) -> Offer:
-        agent = self._live[key & SEQ_MASK]
-        self._retire(agent)
-        agent_id = agent.info.agent_id
-        queue.index.picked(agent_id)
-        return Offer(call, agent_id, queue.name, now - call.enqueued_at)
+    def _park(self, queue: QueueRecord, call: WaitingCall) -> None:
+        """Queue ``call`` (no agent for it now)."""
+        queue.calls.insert(call)
+        self._calls[call.call_id] = call
+        if queue.max_wait is not None:
+            self._deadline(self._expiries, call.enqueued_at + queue.max_wait, call)
 
-    def _remove(self, queue: _Queue, call: WaitingCall) -> None:
-        queue.calls.remove(call)
-        del self._calls[call.call_id]
+    def _deadline(self, heap: list[tuple[float, int, WaitingCall]], when: float, call: WaitingCall) -> None:
+        """Schedule ``call`` at ``when``; entries of calls no longer waiting are swept when they pile up."""
+        if len(heap) > 2 * len(self._calls) + 64:
+            calls = self._calls
+            heap[:] = [entry for entry in heap if calls.get(entry[2].call_id) is entry[2]]
+            heapify(heap)
+        heappush(heap, (when, call.seq, call))
+
+    def _offer(self, queue: QueueRecord, call: WaitingCall, key: int, now: float) -> Offer:
+        """Reserve the agent behind ``key`` for ``call``."""
+        agent = self._live.pop(key & SEQ_MASK)
+        agent.seq = 0
+        if agent.rings:
+            for ring, entry in agent.rings:
+                ring.remove(entry)
+            agent.rings.clear()
+        agent_id = agent.info.agent_id
+        if queue.picked is not None:
+            queue.picked(agent_id)
+        return Offer(call, agent_id, queue.name, now - call.enqueued_at)
 
     def _promote(self, now: float) -> list[Offer]:
         """Open the calls whose overflow time has come to every city; offer them to available agents."""
@@ -439,9 +417,9 @@ class ACD:
             if queue.overflow_after is None or call.enqueued_at + queue.overflow_after != deadline:
                 continue
             queue.calls.open_up(call)
-            key = queue.index.best()
+            key = queue.best()
             if key is not None and key < queue.limit:
-                self._remove(queue, call)
+                self.abandon(call.call_id)
                 offers.append(self._offer(queue, call, key, now))
         return offers
 
@@ -467,7 +445,7 @@ class ACD:
     def all_busy(self, queue: str) -> bool:
         """True when no agent of any city that may take ``queue``'s calls is available (遇忙)."""
         q = self._queue(queue)
-        key = q.index.best()
+        key = q.best()
         return key is None or key >= q.limit
 
     def estimated_wait(self, call_id: str) -> float | None:

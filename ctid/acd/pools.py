@@ -7,10 +7,10 @@ with local preference also files the entry under the agent's city.
 
 Heap strategies (:class:`HeapIndex`) keep binary heaps of integer keys::
 
-    key = (9 - level) << 104  +  (round(metric * 1000) + 2**63) << 40  +  seq
+    key = (9 - level) << 104  +  (int(metric * 1000) + 2**63) << 40  +  seq
 
 so a key sorts by level (higher first), then by the strategy's metric
-(lower first, millisecond resolution), then by ``seq`` (the agent that became
+(lower first, in thousandths: seconds to the millisecond), then by ``seq`` (the agent that became
 available first — for agents idle since their availability, the longest idle).
 One integer per entry keeps comparisons cheap.  Deletion is *lazy*: an
 availability that ends is dropped from ``live`` (O(1)); an entry whose
@@ -31,7 +31,7 @@ availability with ``key & SEQ_MASK``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from heapq import heapify, heappop, heappush
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -40,7 +40,7 @@ from sortedcontainers import SortedList
 
 from ctid.acd.strategies import Metric
 
-__all__ = ["SEQ_MASK", "AgentHeap", "AgentInfo", "HeapIndex", "RingIndex", "level_key", "level_of"]
+__all__ = ["SEQ_MASK", "AgentHeap", "AgentInfo", "HeapIndex", "RingIndex", "file_agent", "level_key", "level_of"]
 
 _NO_SKILLS: Mapping[str, int] = MappingProxyType({})
 _LEVEL_SHIFT, _METRIC_SHIFT, _METRIC_OFFSET = 104, 40, 1 << 63
@@ -67,7 +67,9 @@ class AgentInfo(NamedTuple):
     queues with local preference.  The figures feed the strategies:
     ``idle_since`` is the clock time the agent became idle; ``answered``,
     ``talk_time_total`` (s), ``idle_time_total`` (s) and ``idle_periods`` are
-    the day's totals.
+    the day's totals (finite numbers).  Treat ``skills`` as immutable: pass a
+    new mapping when an agent's skills change (the ACD re-plans an agent when
+    it receives another mapping, and keeps its plan for the same object).
     """
 
     agent_id: str
@@ -115,32 +117,33 @@ class AgentHeap:
 
 
 class HeapIndex:
-    """Available agents of one skill group, ordered by level, then a strategy metric, then seq."""
+    """Available agents of one skill group, ordered by level, then a strategy metric, then seq.
 
-    __slots__ = ("metric", "local", "counting", "everyone", "cities", "counts", "live")
+    ``metric`` None means the metric is the count of offers this index made to
+    the agent (``even``): such an index serves one queue.
+    """
 
-    def __init__(self, metric: Metric, local: bool, live: Mapping[int, Any], counting: bool = False):
+    __slots__ = ("metric", "local", "everyone", "cities", "counts", "live")
+
+    def __init__(self, metric: Metric | None, local: bool, live: Mapping[int, Any]):
         self.metric = metric
         self.local = local
-        self.counting = counting
         self.live = live
         self.everyone = AgentHeap(live)
         self.cities: dict[str, AgentHeap] = {}
-        #: Offers per agent since the last reset, kept when ``counting`` (the ``even`` metric reads it).
+        #: Offers per agent since the last reset (kept and used when ``metric`` is None).
         self.counts: dict[str, int] = {}
 
     def add(self, info: AgentInfo, level_part: int, seq: int, rings: list) -> None:
         """File an available agent (and under its city when this index serves local queues)."""
-        key = level_part + ((int(self.metric(info, self.counts) * 1000) + _METRIC_OFFSET) << _METRIC_SHIFT) + seq
-        heap = self.everyone
-        if len(heap.items) >= heap.limit:
-            heap.compact()
-        heappush(heap.items, key)
-        if self.local:
-            heap = self.cities.get(info.city)
-            if heap is None:
-                heap = self.cities[info.city] = AgentHeap(self.live)
-            heap.push(key)
+        file_agent(((self, level_part),), info, seq, rings)
+
+    def city_heap(self, city: str) -> AgentHeap:
+        """The heap of the agents of ``city`` (created empty)."""
+        heap = self.cities.get(city)
+        if heap is None:
+            heap = self.cities[city] = AgentHeap(self.live)
+        return heap
 
     def best(self, city: str | None = None) -> int | None:
         """The best key, of any city (None) or of ``city``."""
@@ -151,8 +154,29 @@ class HeapIndex:
 
     def picked(self, agent_id: str) -> None:
         """Record an offer to ``agent_id`` (counted when the index counts offers)."""
-        if self.counting:
+        if self.metric is None:
             self.counts[agent_id] = self.counts.get(agent_id, 0) + 1
+
+
+def file_agent(plan: Iterable[tuple[HeapIndex | RingIndex, int]], info: AgentInfo, seq: int, rings: list) -> None:
+    """File an available agent in each ``(index, level part)`` of ``plan`` (the hot path, inlined)."""
+    city = info.city
+    for index, level_part in plan:
+        if index.__class__ is RingIndex:
+            index.add(info, level_part, seq, rings)
+            continue
+        metric = index.metric
+        value = metric(info) if metric is not None else index.counts.get(info.agent_id, 0)
+        key = level_part + ((int(value * 1000) + _METRIC_OFFSET) << _METRIC_SHIFT) + seq
+        heap = index.everyone
+        if len(heap.items) >= heap.limit:
+            heap.compact()
+        heappush(heap.items, key)
+        if index.local:
+            heap = index.cities.get(city) or index.city_heap(city)
+            if len(heap.items) >= heap.limit:
+                heap.compact()
+            heappush(heap.items, key)
 
 
 class RingIndex:

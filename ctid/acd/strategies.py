@@ -30,8 +30,9 @@ became available with; they do not change while it stays available.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,59 +40,43 @@ if TYPE_CHECKING:
 
 __all__ = ["STRATEGIES", "Strategy"]
 
-#: metric(info, offers_in_this_queue_by_agent_id) -> sort key, lower first.
-Metric = Callable[["AgentInfo", Mapping[str, int]], float]
+#: metric(info) -> sort key, lower first.
+Metric = Callable[["AgentInfo"], float]
 
 
 @dataclass(frozen=True, slots=True)
 class Strategy:
     """One distribution strategy: its name, its Chinese name and how it ranks agents.
 
-    ``metric`` is None for ring strategies (round robin), which keep their own
-    ordered ring instead of a heap.  ``per_queue`` strategies keep one index
-    per queue rather than one per skill group (their metric counts per queue).
+    ``kind`` says how its index works: ``"metric"`` (a heap keyed by
+    ``metric(info)``), ``"count"`` (a heap keyed by the offers this queue made
+    to the agent: one index per queue) or ``"ring"`` (round robin).
     """
 
     name: str
     label: str
-    metric: Metric | None
-    per_queue: bool = False
+    kind: str
+    metric: Metric | None = None
 
 
-def _longest_idle(info: AgentInfo, counts: Mapping[str, int]) -> float:
-    return info.idle_since
-
-
-def _longest_avg_idle(info: AgentInfo, counts: Mapping[str, int]) -> float:
+def _longest_avg_idle(info: AgentInfo) -> float:
     return -(info.idle_time_total / info.idle_periods) if info.idle_periods else 0.0
 
 
-def _least_talk(info: AgentInfo, counts: Mapping[str, int]) -> float:
-    return info.talk_time_total
-
-
-def _least_avg_talk(info: AgentInfo, counts: Mapping[str, int]) -> float:
+def _least_avg_talk(info: AgentInfo) -> float:
     return info.talk_time_total / info.answered if info.answered else 0.0
-
-
-def _fewest_answered(info: AgentInfo, counts: Mapping[str, int]) -> float:
-    return info.answered
-
-
-def _even(info: AgentInfo, counts: Mapping[str, int]) -> float:
-    return counts.get(info.agent_id, 0)
 
 
 #: The strategies by configuration name.
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
-        Strategy("longest_idle", "最长空闲时间优先", _longest_idle),
-        Strategy("longest_avg_idle", "平均空闲最长时间优先", _longest_avg_idle),
-        Strategy("least_talk", "最少回答时间优先", _least_talk),
-        Strategy("least_avg_talk", "平均最少回答时间优先", _least_avg_talk),
-        Strategy("fewest_answered", "回答次数最少优先", _fewest_answered),
-        Strategy("round_robin", "轮流分配", None),
-        Strategy("even", "平均分配", _even, per_queue=True),
+        Strategy("longest_idle", "最长空闲时间优先", "metric", attrgetter("idle_since")),
+        Strategy("longest_avg_idle", "平均空闲最长时间优先", "metric", _longest_avg_idle),
+        Strategy("least_talk", "最少回答时间优先", "metric", attrgetter("talk_time_total")),
+        Strategy("least_avg_talk", "平均最少回答时间优先", "metric", _least_avg_talk),
+        Strategy("fewest_answered", "回答次数最少优先", "metric", attrgetter("answered")),
+        Strategy("round_robin", "轮流分配", "ring"),
+        Strategy("even", "平均分配", "count"),
     )
 }
