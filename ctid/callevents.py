@@ -219,6 +219,16 @@ class RecordingStopped(CallEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class VariableSet(CallEvent):
+    """A kept channel variable (``CTID_*`` or a configured name) was set on a leg of an announced call."""
+
+    call_id: str
+    uniqueid: str
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryFailed(CallEvent):
     """The ``ctid-deliver`` dialplan could not reach the agent (``UserEvent: CtidDeliveryFailed``)."""
 

@@ -70,6 +70,7 @@ from ctid.callevents import (
     RecordingStarted,
     RecordingStopped,
     Transfer,
+    VariableSet,
     c_unescape,
     known,
     oldest_linkedid,
@@ -97,6 +98,7 @@ __all__ = [
     "HoldInterval",
     "LegAdded",
     "LegRemoved",
+    "VariableSet",
 ]
 
 DTMF_KEEP = 128
@@ -235,8 +237,11 @@ class CallModel(CallSync):
             return
         channel = self._channel(event)
         if channel is not None:
-            channel.variables[name] = event.get("Value") or ""
-            self._maybe_announce(self.calls[channel.linkedid])
+            value = channel.variables[name] = event.get("Value") or ""
+            call = self.calls[channel.linkedid]
+            self._maybe_announce(call)
+            if call.announced:
+                self._publish(VariableSet(call.linkedid, channel.uniqueid, name, value))
 
     def _on_newstate(self, event: AMIEvent) -> None:
         channel, call = self._leg(event)

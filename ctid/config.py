@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.testing import MemoryReactor
 
+from ctid.acd import QueueConfig
+from ctid.acd.strategies import STRATEGIES
 from ctid.adapters.pbxsim.settings import SettingsError, SimulatorSettings
 
 
@@ -94,6 +96,19 @@ class AgentSettings:
 
 
 @dataclass(frozen=True)
+class ACDSettings:
+    """[acd] and the [queue:NAME] sections: queues, where calls go, VIPs, caller cities."""
+
+    queues: tuple[QueueConfig, ...] = (QueueConfig("general", "accounts"),)
+    default_queue: str = "general"
+    ring_time: int = 15
+    vip_numbers: tuple[str, ...] = ()
+    vip_prefixes: tuple[str, ...] = ()
+    vip_priority: int = 10
+    cities: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class PBXSimSettings:
     """[pbxsim]: whether the simulated switch runs inside the daemon, and how."""
 
@@ -114,6 +129,7 @@ class Config:
     database: DatabaseSettings = DatabaseSettings()
     cti: CTISettings = CTISettings()
     agents: AgentSettings = AgentSettings()
+    acd: ACDSettings = ACDSettings()
 
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -182,6 +198,27 @@ def _database_url(text: str) -> str:
         raise ValueError(f"not a database URL: {e}") from None
     if url.drivername not in ("sqlite", "sqlite+pysqlite", "mysql+pymysql"):
         raise ValueError(f"use sqlite:///PATH or mysql+pymysql://USER:PASSWORD@HOST/DB, not {url.drivername!r}")
+    return text.strip()
+
+
+def _optional_words(text: str) -> tuple[str, ...]:
+    return tuple(text.replace(",", " ").split())
+
+
+def _cities(text: str) -> tuple[tuple[str, str], ...]:
+    """``prefix=City`` pairs, e.g. ``021=Shanghai 010=Beijing``."""
+    pairs = []
+    for item in text.replace(",", " ").split():
+        prefix, sep, city = item.partition("=")
+        if not sep or not prefix.isdigit() or not city:
+            raise ValueError(f"expected prefix=City pairs such as 021=Shanghai, got {item!r}")
+        pairs.append((prefix, city))
+    return tuple(pairs)
+
+
+def _strategy(text: str) -> str:
+    if text.strip() not in STRATEGIES:
+        raise ValueError(f"expected one of {', '.join(STRATEGIES)}, got {text!r}")
     return text.strip()
 
 
@@ -262,6 +299,14 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "not_hung_up_after": _positive(float),
         "station_prefix": _required,
     },
+    "acd": {
+        "default_queue": _required,
+        "ring_time": _positive(int),
+        "vip_numbers": _optional_words,
+        "vip_prefixes": _optional_words,
+        "vip_priority": _positive(int),
+        "cities": _cities,
+    },
     "pbxsim": {
         "enabled": _bool,
         "ami_endpoint": _server_endpoint,
@@ -290,6 +335,39 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     },
 }
 REQUIRED = {"ami": ("secret",)}
+QUEUE_SCHEMA: dict[str, Callable[[str], Any]] = {
+    "group": _required,
+    "strategy": _strategy,
+    "min_level": _positive(int),
+    "priority": _non_negative(int),
+    "local_preference": _bool,
+    "overflow_after": _non_negative(float),
+    "max_wait": _positive(float),
+    "max_length": _positive(int),
+}
+
+
+def _queues(parser: configparser.ConfigParser, path: str) -> tuple[QueueConfig, ...]:
+    queues = []
+    for section in parser.sections():
+        if not section.startswith("queue:"):
+            continue
+        name = section[len("queue:"):].strip()
+        values: dict[str, Any] = {}
+        for key, raw in parser.items(section):
+            if key not in QUEUE_SCHEMA:
+                raise ConfigError(f"{path}: [{section}] {key}: unknown setting (known: {', '.join(QUEUE_SCHEMA)})")
+            try:
+                values[key] = QUEUE_SCHEMA[key](raw)
+            except ValueError as e:
+                raise ConfigError(f"{path}: [{section}] {key}: {e}") from None
+        if "group" not in values:
+            raise ConfigError(f"{path}: [{section}] group: missing required setting")
+        try:
+            queues.append(QueueConfig(name, **values))
+        except ValueError as e:
+            raise ConfigError(f"{path}: [{section}]: {e}") from None
+    return tuple(queues)
 
 
 def _section(parser: configparser.ConfigParser, path: str, name: str) -> dict[str, Any]:
@@ -315,7 +393,7 @@ def parse(text: str, path: str = "<string>") -> Config:
     except configparser.Error as e:
         raise ConfigError(f"{path}: {' '.join(str(e).split())}") from None
     for name in parser.sections():
-        if name not in SCHEMA:
+        if name not in SCHEMA and not name.startswith("queue:"):
             raise ConfigError(f"{path}: [{name}]: unknown section (known: {', '.join(SCHEMA)})")
     sections = {name: _section(parser, path, name) for name in SCHEMA}
     for name, keys in REQUIRED.items():
@@ -331,6 +409,13 @@ def parse(text: str, path: str = "<string>") -> Config:
         simulator = SimulatorSettings(**sim)
     except SettingsError as e:
         raise ConfigError(f"{path}: [pbxsim] {e}") from None
+    acd = dict(sections["acd"])
+    queues = _queues(parser, path)
+    if queues:
+        acd["queues"] = queues
+    acd_settings = ACDSettings(**acd)
+    if acd_settings.default_queue not in {q.name for q in acd_settings.queues}:
+        raise ConfigError(f"{path}: [acd] default_queue: no [queue:{acd_settings.default_queue}] section")
     return Config(
         path=path,
         daemon=DaemonSettings(**sections["ctid"]),
@@ -341,6 +426,7 @@ def parse(text: str, path: str = "<string>") -> Config:
         database=DatabaseSettings(**sections["database"]),
         cti=CTISettings(**sections["cti"]),
         agents=AgentSettings(**sections["agents"]),
+        acd=acd_settings,
     )
 
 

@@ -152,6 +152,11 @@ class AgentDesk(CommandRouter):
         """The agent's state now."""
         return {"agent": agent_view(self.board.get(self._agent_of(session)))}
 
+    def notify(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
+        """Send ``event`` to every session of ``agent_id`` (e.g. the ``Delivered`` screen pop)."""
+        for session in list(self.sessions.get(agent_id, ())):
+            session.send_event(event, data)
+
     def _on_record(self, record: AgentRecord) -> None:
         sessions = self.sessions.get(record.agent_id)
         if not sessions:

@@ -11,6 +11,7 @@ from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IReactorCore
 
+from ctid.acd import ACD, PriorityRule
 from ctid.adapters.asterisk import AsteriskPBX
 from ctid.adapters.directory import SQLDirectory
 from ctid.adapters.pbxsim.service import makeSimulatorService
@@ -19,7 +20,8 @@ from ctid.adapters.store.migrate import SchemaUpgrade
 from ctid.adapters.store.pool import DatabasePool
 from ctid.agents import AgentBoard
 from ctid.calls import CallLogger, CallModel
-from ctid.config import Config
+from ctid.center import CallCenter
+from ctid.config import ACDSettings, Config
 from ctid.desk import AgentDesk
 from ctid.greeting import greet
 from ctid.logs import JSONLogService, set_console_level
@@ -28,6 +30,13 @@ from ctid.protocols.ami import AMIClientService, EventDispatcher
 from ctid.protocols.cti import CTIServerFactory, CTIServerService
 from ctid.protocols.fastagi import FastAGIFactory
 from ctid.reload import ReloadService
+
+
+def vip_rules(settings: ACDSettings) -> tuple[PriorityRule, ...]:
+    """The VIP priority rule from [acd] (by caller number or prefix), if any numbers are set."""
+    if not (settings.vip_numbers or settings.vip_prefixes):
+        return ()
+    return (PriorityRule(settings.vip_priority, frozenset(settings.vip_numbers), settings.vip_prefixes),)
 
 
 def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiService:
@@ -73,6 +82,9 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
     board = AgentBoard(reactor, wrap_up_time=config.agents.wrap_up_time,
                        not_hung_up_after=config.agents.not_hung_up_after)
     desk = AgentDesk(board, SQLDirectory(pool), station_prefix=config.agents.station_prefix)
+    acd = ACD(config.acd.queues, reactor, rules=vip_rules(config.acd), cities=dict(config.acd.cities) or None)
+    center = CallCenter(model, board, acd, pbx, desk, config.acd.default_queue, config.acd.ring_time, reactor)
+    center.setServiceParent(root)
     cti = CTIServerService(serverFromString(reactor, config.cti.endpoint), CTIServerFactory(
         desk, reactor, heartbeat=config.cti.heartbeat, resume_grace=config.cti.resume_grace, rate=config.cti.rate,
         burst=config.cti.burst, max_per_address=config.cti.max_per_address))
@@ -85,7 +97,8 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
     fastagi.setServiceParent(root)
 
     if config.manhole.enabled:
-        namespace = {"config": config, "root": root, "model": model, "pbx": pbx, "ami": ami, "board": board}
+        namespace = {"config": config, "root": root, "model": model, "pbx": pbx, "ami": ami, "board": board,
+                     "acd": acd}
         manhole = makeManholeService(
             config.manhole.endpoint, config.manhole.username, config.manhole.password, namespace
         )

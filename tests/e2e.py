@@ -45,7 +45,7 @@ def daemon_config(tmp_path, **sim: str) -> config.Config:
         f"[fastagi]\nendpoint = tcp:{agi}:interface=127.0.0.1\ncommand_timeout = 5\n"
         f"[database]\nurl = sqlite:///{tmp_path / 'ctid.sqlite'}\n"
         f"[cti]\nendpoint = tcp:{cti}:interface=127.0.0.1\nheartbeat = 1\nresume_grace = 1\n"
-        "[agents]\nwrap_up_time = 0.5\n"
+        "[agents]\nwrap_up_time = 0.5\n[acd]\nring_time = 1\n"
         f"[manhole]\nenabled = yes\nendpoint = tcp:{manhole}:interface=127.0.0.1\npassword = e2e-manhole\n"
         f"[pbxsim]\nenabled = yes\nami_endpoint = tcp:{ami}:interface=127.0.0.1\n"
         f"agi_endpoint = tcp:127.0.0.1:{agi}:timeout=2\nsecret = e2e-secret\n"

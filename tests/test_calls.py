@@ -30,6 +30,7 @@ from ctid.callevents import (
     RecordingStarted,
     RecordingStopped,
     Transfer,
+    VariableSet,
     oldest_linkedid,
 )
 from ctid.calllog import CallLogger
@@ -235,12 +236,18 @@ def test_park_and_redirect_from_capture():
         CallStarted(call, "13900001111", None, 5.0),
         LegAdded(call, "1795343254.14", "Local/s@ctid-wait-00000007;1"),
         LegAdded(call, "1795343254.15", "Local/s@ctid-wait-00000007;2"),
+        VariableSet(call, "1795343254.15", "CTID_PARKED", "1"),
+        VariableSet(call, "1795343254.15", "CTID_RING", "4"),
         DeliveryFailed(call, "1795343254.15", "CHANUNAVAIL"),
+        VariableSet(call, "1795343254.15", "CTID_PARKED", "1"),
+        VariableSet(call, "1795343254.15", "CTID_TARGET", "Local/2002@agents-noans"),
         LegAdded(call, "1795343257.16", "Local/2002@agents-noans-00000008;1"),
         LegAdded(call, "1795343257.17", "Local/2002@agents-noans-00000008;2"),
         LegRemoved(call, "1795343257.16", 0),
         LegRemoved(call, "1795343257.17", 0),
         DeliveryFailed(call, "1795343254.15", "NOANSWER"),
+        VariableSet(call, "1795343254.15", "CTID_PARKED", "1"),
+        VariableSet(call, "1795343254.15", "CTID_TARGET", "Local/1001@agents"),
         LegAdded(call, "1795343264.18", "Local/1001@agents-00000009;1"),
         LegAdded(call, "1795343264.19", "Local/1001@agents-00000009;2"),
         CallAnswered(call, 139.0),
@@ -584,6 +591,7 @@ def test_recording_conference_and_failed_originate():
                                      ("Context", "agents"), ("Exten", "1009"), ("Reason", "5"),
                                      ("Uniqueid", "<null>")]))
     assert h.take() == [
+        VariableSet("100.1", "100.1", "MIXMONITOR_FILENAME", "/rec/100.1.wav"),
         RecordingStarted("100.1", "100.1", "/rec/100.1.wav"),
         RecordingStopped("100.1", "100.1", "/rec/100.1.wav"),
         ConferenceJoined("100.1", "100.2", "room1"),

@@ -64,7 +64,13 @@ def test_secret_not_in_repr():
         (MINIMAL + "[pbxsim]\nivr_share = 1.5\n", "test.ini: [pbxsim] ivr_share: must be between 0 and 1"),
         (MINIMAL + "[pbxsim]\ntalk_time = 90 20\n", "test.ini: [pbxsim] talk_time: expected 0 <= low <= high"),
         (MINIMAL + "[pbxsim]\nagents =\n", "test.ini: [pbxsim] agents: must list at least one value"),
-        (MINIMAL + "[acd]\nstrategy = x\n", "test.ini: [acd]: unknown section"),
+        (MINIMAL + "[acdd]\nstrategy = x\n", "test.ini: [acdd]: unknown section"),
+        (MINIMAL + "[acd]\nstrategy = x\n", "test.ini: [acd] strategy: unknown setting"),
+        (MINIMAL + "[queue:q]\nstrategy = longest_idle\n", "test.ini: [queue:q] group: missing required setting"),
+        (MINIMAL + "[queue:q]\ngroup = g\nstrategy = fastest\n", "test.ini: [queue:q] strategy: expected one of"),
+        (MINIMAL + "[queue:q]\ngroup = g\nmin_level = 12\n", "test.ini: [queue:q]: queue q: min_level must be 1..9"),
+        (MINIMAL + "[queue:q]\ngroup = g\n", "test.ini: [acd] default_queue: no [queue:general] section"),
+        (MINIMAL + "[acd]\ncities = 021:Shanghai\n", "test.ini: [acd] cities: expected prefix=City pairs"),
         ("this is not ini\n", "test.ini: File contains no section headers."),
         ("[ami]\nsecret = a\nsecret = b\n", "test.ini: While reading from 'test.ini'"),
     ],
@@ -97,10 +103,30 @@ def test_every_documented_key_is_known_and_every_known_key_documented():
     documented: dict[str, set[str]] = {}
     section = None
     for line in text.splitlines():
-        heading = re.match(r"## \[(\w+)\]", line)
-        if heading:
-            section = heading.group(1)
-            documented[section] = set()
+        if line.startswith("## "):
+            heading = re.match(r"## \[([\w:]+)\]", line)
+            section = heading.group(1) if heading else None
+            if section:
+                documented[section] = set()
         elif section and line.startswith("| `"):
             documented[section].update(re.findall(r"`(\w+)`", line.split("|")[1]))
-    assert documented == {name: set(keys) for name, keys in config.SCHEMA.items()}
+    expected = {name: set(keys) for name, keys in config.SCHEMA.items()}
+    expected["queue:NAME"] = set(config.QUEUE_SCHEMA)
+    assert documented == expected
+
+
+def test_queues_and_vip_rules():
+    """[queue:NAME] sections become ACD queues; [acd] picks the default queue, VIPs and caller cities."""
+    settings = config.parse(
+        MINIMAL
+        + "[queue:cards]\ngroup = accounts\nstrategy = least_avg_talk\nlocal_preference = yes\n"
+        + "overflow_after = 30\n[queue:experts]\ngroup = experts\nmin_level = 7\npriority = 2\n"
+        + "[acd]\ndefault_queue = cards\nvip_prefixes = 139\ncities = 021=Shanghai 010=Beijing\n"
+    )
+    cards, experts = settings.acd.queues
+    assert (cards.name, cards.group, cards.strategy, cards.local_preference, cards.overflow_after) == (
+        "cards", "accounts", "least_avg_talk", True, 30.0)
+    assert (experts.min_level, experts.priority) == (7, 2)
+    assert settings.acd.default_queue == "cards"
+    assert settings.acd.vip_prefixes == ("139",)
+    assert settings.acd.cities == (("021", "Shanghai"), ("010", "Beijing"))

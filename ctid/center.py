@@ -1,0 +1,258 @@
+"""The call center at work: parked callers are queued and delivered to agents.
+
+Park and redirect (DESIGN.md): a caller who reaches ``ctid-wait`` sets
+``CTID_PARKED=1`` on its channel; the :class:`CallCenter` queues the call in
+the ACD (queue from ``CTID_QUEUE`` or the default).  When the ACD pairs it
+with an agent, the agent is reserved, the desktop gets a ``Delivered``
+screen pop, and the switch is told ``Setvar CTID_TARGET`` (the agent's
+station), ``Setvar CTID_RING`` and ``Redirect`` to ``ctid-deliver``.  The
+outcome comes back as call-model events:
+
+- the agent's leg appears → the agent is ringing;
+- the call is answered (caller and agent bridged) → talking;
+- ``DeliveryFailed NOANSWER`` → the agent is locked (ring-no-answer) and the
+  call goes back to the head of its queue; BUSY/CHANUNAVAIL → the agent is
+  paused ("phone unreachable") and the call goes back to the head;
+- the caller hangs up while waiting → abandoned; the call ends → the agent
+  goes to wrap-up.
+
+Pure coordination: no sockets, no SQL; the switch is reached through IPBX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ctid.acd import ACD, AgentInfo, Offer, WaitingCall
+from ctid.agents import AgentBoard
+from ctid.agentstate import AgentRecord, AgentStateError
+from ctid.calls import CallAnswered, CallEnded, CallModel, DeliveryFailed, LegAdded, VariableSet
+from ctid.interfaces import IPBX
+
+log = Logger()
+
+DELIVER_CONTEXT = "ctid-deliver"
+HIDDEN_VARIABLES = frozenset({"CTID_PARKED", "CTID_TARGET", "CTID_RING"})
+
+
+@dataclass
+class Delivery:
+    """A call from the moment it is queued until it ends."""
+
+    waiting: WaitingCall
+    channel: str
+    agent_id: str | None = None
+    answered_at: float | None = None
+
+
+class CallCenter(Service):
+    """Couples the call model, the agent board and the ACD, and drives the switch.
+
+    While running it ticks the ACD every ``tick_interval`` seconds so calls
+    whose local-preference wait is over can go to agents of other cities.
+    """
+
+    name = "center"
+
+    def __init__(self, model: CallModel, board: AgentBoard, acd: ACD, pbx: IPBX, desk: Any,
+                 default_queue: str, ring_time: int, clock: Any, tick_interval: float = 1.0):
+        self.tick_interval = tick_interval
+        self._ticker: LoopingCall | None = None
+        self.model, self.board, self.acd, self.pbx, self.desk = model, board, acd, pbx, desk
+        self.default_queue = default_queue
+        self.ring_time = ring_time
+        self.clock = clock
+        self.deliveries: dict[str, Delivery] = {}
+        self._handlers = {
+            VariableSet: self._on_variable,
+            LegAdded: self._on_leg,
+            CallAnswered: self._on_answered,
+            DeliveryFailed: self._on_delivery_failed,
+            CallEnded: self._on_ended,
+        }
+        model.subscribe(self._on_call_event)
+        board.subscribe(self._on_agent_record)
+
+    def startService(self) -> None:
+        super().startService()
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = self.clock
+        self._ticker.start(self.tick_interval, now=False).addErrback(
+            lambda failure: log.failure("ACD ticker stopped", failure))
+
+    def stopService(self) -> None:
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        self._ticker = None
+        return super().stopService()
+
+    def _tick(self) -> None:
+        try:
+            for offer in self.acd.tick():
+                self._deliver(offer)
+        except Exception:
+            log.failure("ACD tick failed")
+
+    # -- agents -------------------------------------------------------------------------------------------
+
+    def _on_agent_record(self, record: AgentRecord) -> None:
+        if not record.available:
+            self.acd.agent_unavailable(record.agent_id)
+            return
+        agent = self.board.get(record.agent_id)
+        stats = agent.stats
+        info = AgentInfo(agent.agent_id, agent.skills, agent.city or "", stats.idle_since or self.clock.seconds(),
+                         stats.answered, stats.talk_time_total, stats.idle_time_total, stats.idle_periods)
+        for offer in self.acd.agent_available(info):
+            self._deliver(offer)
+
+    # -- calls --------------------------------------------------------------------------------------------
+
+    def _on_call_event(self, event: Any) -> None:
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _on_variable(self, event: VariableSet) -> None:
+        if event.name != "CTID_PARKED" or event.value != "1" or event.call_id in self.deliveries:
+            return
+        channel = self.model.channels.get(event.uniqueid)
+        call = self.model.calls.get(event.call_id)
+        if channel is None or call is None:
+            return
+        queue = channel.variables.get("CTID_QUEUE") or self.default_queue
+        data = {k: v for k, v in channel.variables.items() if k.startswith("CTID_") and k not in HIDDEN_VARIABLES}
+        waiting = WaitingCall(event.call_id, queue, caller=call.ani or "", data=data)
+        try:
+            offer = self.acd.enqueue(waiting)
+        except (KeyError, ValueError) as e:
+            log.warn("call {call_id} could not be queued in {queue}: {error}", call_id=event.call_id, queue=queue,
+                     error=str(e))
+            return
+        self.deliveries[event.call_id] = Delivery(waiting, channel.name)
+        log.info("call {call_id} from {ani} queued in {queue}", call_id=event.call_id, ani=call.ani, queue=queue)
+        if offer is not None:
+            self._deliver(offer)
+
+    def _deliver(self, offer: Offer) -> None:
+        delivery = self.deliveries.get(offer.call.call_id)
+        if delivery is None:
+            return
+        agent_id, call_id = offer.agent_id, offer.call.call_id
+        try:
+            self.board.reserve(agent_id, call_id)
+        except AgentStateError as e:
+            log.warn("agent {agent} could not take call {call_id}: {error}", agent=agent_id, call_id=call_id,
+                     error=e.message)
+            self._requeue(delivery)
+            return
+        delivery.agent_id = agent_id
+        station = self.board.get(agent_id).station
+        self.desk.notify(agent_id, "Delivered", self._screen_pop(delivery, offer))
+        log.info("call {call_id} offered to agent {agent} on {station} after {waited:.1f}s",
+                 call_id=call_id, agent=agent_id, station=station, waited=offer.waited)
+        Deferred.fromCoroutine(self._redirect(delivery.channel, station)).addErrback(
+            self._redirect_failed, delivery)
+
+    def _screen_pop(self, delivery: Delivery, offer: Offer) -> dict[str, Any]:
+        call = self.model.calls.get(offer.call.call_id)
+        return {
+            "call": offer.call.call_id,
+            "ani": call.ani if call else offer.call.caller,
+            "dnis": call.dnis if call else None,
+            "queue": offer.queue,
+            "waited": round(offer.waited, 1),
+            "priority": offer.call.priority,
+            "data": dict(offer.call.data),
+        }
+
+    async def _redirect(self, channel: str, station: str) -> None:
+        await self.pbx.set_variable(channel, "CTID_TARGET", station)
+        await self.pbx.set_variable(channel, "CTID_RING", str(self.ring_time))
+        await self.pbx.redirect(channel, DELIVER_CONTEXT, "s")
+
+    def _redirect_failed(self, failure: Failure, delivery: Delivery) -> None:
+        log.warn("delivery of call {call_id} to {agent} failed: {error}", call_id=delivery.waiting.call_id,
+                 agent=delivery.agent_id, error=failure.getErrorMessage())
+        agent_id, delivery.agent_id = delivery.agent_id, None
+        if delivery.waiting.call_id in self.deliveries:
+            self._requeue(delivery)
+        if agent_id is not None:
+            self._release(agent_id, delivery.waiting.call_id)
+
+    def _requeue(self, delivery: Delivery) -> None:
+        offer = self.acd.requeue_at_head(delivery.waiting)
+        if offer is not None:
+            self._deliver(offer)
+
+    def _release(self, agent_id: str, call_id: str) -> None:
+        try:
+            self.board.offer_cancelled(agent_id, call_id)
+        except AgentStateError:
+            pass  # the agent moved on (signed out by a supervisor, …): nothing to withdraw
+
+    def _on_leg(self, event: LegAdded) -> None:
+        delivery = self.deliveries.get(event.call_id)
+        if delivery is None or delivery.agent_id is None or delivery.answered_at is not None:
+            return
+        station = self.board.get(delivery.agent_id).station
+        if event.channel.startswith(station + "-"):
+            self._signal(self.board.ringing, delivery)
+
+    def _on_answered(self, event: CallAnswered) -> None:
+        delivery = self.deliveries.get(event.call_id)
+        if delivery is None or delivery.agent_id is None:
+            return
+        delivery.answered_at = event.at
+        waited = event.at - (delivery.waiting.enqueued_at or event.at)
+        self.acd.call_answered(delivery.waiting.queue, waited)
+        if self.board.get(delivery.agent_id).state.value == "reserved":
+            self._signal(self.board.ringing, delivery)
+        self._signal(self.board.answered, delivery)
+        log.info("call {call_id} answered by agent {agent}", call_id=event.call_id, agent=delivery.agent_id)
+
+    def _on_delivery_failed(self, event: DeliveryFailed) -> None:
+        delivery = self.deliveries.get(event.call_id)
+        if delivery is None or delivery.agent_id is None:
+            return
+        agent_id, delivery.agent_id = delivery.agent_id, None
+        try:
+            if event.dialstatus == "NOANSWER":
+                self.board.ring_no_answer(agent_id, event.call_id)
+            else:
+                self.board.set_pending(agent_id, "pause", reason="phone unreachable", forced_by="acd")
+                self.board.offer_cancelled(agent_id, event.call_id)
+        except AgentStateError as e:
+            log.warn("agent {agent} after a failed delivery: {error}", agent=agent_id, error=e.message)
+        log.info("call {call_id}: agent {agent} did not answer ({status}); back to the head of {queue}",
+                 call_id=event.call_id, agent=agent_id, status=event.dialstatus, queue=delivery.waiting.queue)
+        self._requeue(delivery)
+
+    def _on_ended(self, event: CallEnded) -> None:
+        delivery = self.deliveries.pop(event.call_id, None)
+        if delivery is None:
+            return
+        agent_id = delivery.agent_id
+        if delivery.answered_at is not None and agent_id is not None:
+            self.acd.call_completed(delivery.waiting.queue, event.at - delivery.answered_at)
+            self._signal(self.board.call_ended, delivery)
+            return
+        self.acd.abandon(event.call_id)
+        if agent_id is not None:
+            self._release(agent_id, event.call_id)
+        log.info("call {call_id} abandoned while waiting in {queue}", call_id=event.call_id,
+                 queue=delivery.waiting.queue)
+
+    def _signal(self, signal: Any, delivery: Delivery) -> None:
+        try:
+            signal(delivery.agent_id, delivery.waiting.call_id)
+        except AgentStateError as e:
+            log.warn("agent {agent} on call {call_id}: {error}", agent=delivery.agent_id,
+                     call_id=delivery.waiting.call_id, error=e.message)

@@ -1,0 +1,70 @@
+"""The call center end to end: a parked caller is queued, offered to a ready agent, delivered by redirect."""
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from ctid.calls import CallEnded, DeliveryFailed
+from ctid.client import CTIClient
+from tests.e2e import PASSWORD
+
+
+async def signed_in(daemon, agent):
+    """A desktop for ``agent`` (on its own station), ready for calls; returns (client, events)."""
+    client = CTIClient(reactor, name="test-center/1", retry_policy=lambda attempt: 0.05)
+    await client.connect(f"tcp:127.0.0.1:{daemon.port('cti')}")
+    events = []
+    client.on_event(None, events.append)
+    await client.call("Login", agent=agent, password=PASSWORD, station=agent)
+    await client.call("SetAgentState", state="ready")
+    return client, events
+
+
+def board(daemon):
+    return daemon.root.getServiceNamed("cti").cti.handler.board
+
+
+def states(events):
+    return [e.data["state"] for e in events if e.name == "AgentStateChanged"]
+
+
+@pytest.mark.sim(talk_time="1 1")
+@pytest_twisted.ensureDeferred
+async def test_parked_caller_is_delivered_to_the_ready_agent(daemon):
+    """IVR → park → queue → offer → Setvar+Redirect → the agent rings, talks, wraps up and is ready again."""
+    client, events = await signed_in(daemon, "1002")
+    trunk = daemon.call_in("13800138000", "95566", script="1", patience=30)
+    await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "the delivered call to end")
+    await daemon.until(lambda: states(events)[-1:] == ["ready"] and len(states(events)) > 2, "wrap-up to end")
+    assert states(events) == ["ready", "reserved", "ringing", "talking", "wrap_up", "ready"]
+    (pop,) = [e.data for e in events if e.name == "Delivered"]
+    assert (pop["call"], pop["ani"], pop["dnis"], pop["queue"]) == (trunk.linkedid, "13800138000", "95566", "general")
+    assert pop["data"] == {"CTID_MENU": "balance"}
+    agent = board(daemon).get("1002")
+    assert agent.stats.answered == 1
+    await client.close()
+
+
+@pytest.mark.sim(no_answer_rate="1")
+@pytest_twisted.ensureDeferred
+async def test_ring_no_answer_locks_the_agent_and_requeues_at_the_head(daemon):
+    """An agent who lets it ring is locked; the call goes back to the head and the next agent gets it."""
+    first, first_events = await signed_in(daemon, "1001")
+    trunk = daemon.call_in("13800138001", "95566", script="1", patience=30)
+    await daemon.until(lambda: daemon.of(DeliveryFailed, call_id=trunk.linkedid), "the first delivery to fail")
+    await daemon.until(lambda: board(daemon).get("1001").state.value == "locked", "agent 1001 to be locked")
+    second, second_events = await signed_in(daemon, "1003")
+    await daemon.until(lambda: "reserved" in states(second_events), "the call to be offered to 1003")
+    assert "locked" in states(first_events)
+    await first.close()
+    await second.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_caller_hanging_up_in_the_queue_is_abandoned(daemon):
+    """With nobody ready the caller waits; hanging up removes the call from the queue."""
+    center = daemon.root.getServiceNamed("center")
+    trunk = daemon.call_in("13800138002", "95566", script="1", patience=3)
+    await daemon.until(lambda: center.acd.queue_length("general") == 1, "the call to wait in the queue")
+    await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "the caller to give up")
+    assert center.acd.queue_length("general") == 0 and not center.deliveries
