@@ -139,6 +139,7 @@ COMMANDS: dict[str, Command] = {
     "logout": Command("Logout", _fixed(), "", "sign out"),
     "logout-after": Command("Logout", _fixed(after_call=True), "", "sign out once this call is over"),
     "state": Command("SnapshotAgent", _fixed(), "", "show the agent's state"),
+    "queues": Command("SnapshotQueues", _fixed(), "", "show your queues: waiting calls, estimated wait"),
     "raw": Command(None, _raw, "<Command> [json-object]", "send any CTI command, e.g. raw SnapshotAgent {}"),
     "login": Command(None, _fixed(), "", "sign in again (after logout)"),
     "help": Command(None, _fixed(), "", "list the commands"),
@@ -210,7 +211,15 @@ def _agent_phone_warning(data: Mapping[str, Any]) -> str:
 
 
 #: Event name -> its readable text; other events print as compact JSON.
+def _delivered(data: Mapping[str, Any]) -> str:
+    """The screen pop: who is calling, what they dialled, from which queue after how long."""
+    extra = " ".join(f"{k}={v}" for k, v in sorted(dict(data.get("data") or {}).items()))
+    return (f"call {data.get('call')} from {data.get('ani') or 'unknown'} to {data.get('dnis') or '?'} "
+            f"via {data.get('queue')} after {data.get('waited')}s {extra}").rstrip()
+
+
 EVENT_FORMATS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "Delivered": _delivered,
     "AgentStateChanged": _agent_state_changed,
     "AgentPhoneWarning": _agent_phone_warning,
 }

@@ -10,6 +10,8 @@ Commands (CSTA-style names; docs/cti-protocol.md has the wire details):
 - ``SetAgentState {state: ready|not_ready, reason?, after_call?}`` — resume,
   or pause with a reason code (on a call the pause becomes pending).
 - ``SnapshotAgent`` — the agent's state now.
+- ``SnapshotQueues`` — the queues of the agent's skill groups: calls waiting,
+  agents serving, all busy, estimated wait for a new call.
 
 Every change of the agent's state reaches its sessions as an
 ``AgentStateChanged`` event.  A session whose client never comes back within
@@ -19,10 +21,12 @@ call is offered to a seat with no desktop.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.logger import Logger
 
+from ctid.acd import ACD, QueueConfig
 from ctid.agents import Agent, AgentBoard
 from ctid.agentstate import AgentRecord, AgentStateError, AgentTransition
 from ctid.directory import AuthenticationError, DirectoryError
@@ -72,8 +76,11 @@ def agent_view(agent: Agent) -> dict[str, Any]:
 class AgentDesk(CommandRouter):
     """CTI commands of agents, on the agent board, checked against the directory."""
 
-    def __init__(self, board: AgentBoard, directory: IDirectory, station_prefix: str = "PJSIP/"):
+    def __init__(self, board: AgentBoard, directory: IDirectory, station_prefix: str = "PJSIP/",
+                 acd: ACD | None = None, queues: Iterable[QueueConfig] = ()):
         super().__init__()
+        self.acd = acd
+        self.queues = tuple(queues)
         self.board = board
         self.directory = directory
         self.station_prefix = station_prefix
@@ -82,6 +89,7 @@ class AgentDesk(CommandRouter):
         self.add("Logout", self.logout)
         self.add("SetAgentState", self.set_agent_state)
         self.add("SnapshotAgent", self.snapshot_agent)
+        self.add("SnapshotQueues", self.snapshot_queues)
         board.subscribe(self._on_record)
 
     def _station(self, station: str) -> str:
@@ -109,7 +117,8 @@ class AgentDesk(CommandRouter):
         self.sessions.setdefault(identity.agent_id, set()).add(session)
         log.info("agent {agent} signed in on {station} from {peer}", agent=identity.agent_id,
                  station=agent.station, peer=session.peer)
-        return {"agent": agent_view(agent), "calls": [], "roles": sorted(identity.roles)}
+        return {"agent": agent_view(agent), "calls": [], "roles": sorted(identity.roles),
+                "queues": self._queues_of(agent)}
 
     def _agent_of(self, session: CTISession) -> str:
         return session.identity["agent"]
@@ -156,6 +165,28 @@ class AgentDesk(CommandRouter):
         """Send ``event`` to every session of ``agent_id`` (e.g. the ``Delivered`` screen pop)."""
         for session in list(self.sessions.get(agent_id, ())):
             session.send_event(event, data)
+
+    def snapshot_queues(self, session: CTISession, args: dict[str, Any]) -> dict[str, Any]:
+        """The queues the agent serves, now."""
+        return {"queues": self._queues_of(self.board.get(self._agent_of(session)))}
+
+    def _queues_of(self, agent: Agent) -> list[dict[str, Any]]:
+        if self.acd is None:
+            return []
+        views = []
+        for queue in self.queues:
+            if queue.group not in agent.skills:
+                continue
+            wait = self.acd.estimated_queue_wait(queue.name)
+            views.append({
+                "queue": queue.name,
+                "group": queue.group,
+                "waiting": self.acd.queue_length(queue.name),
+                "serving": self.acd.serving(queue.group),
+                "all_busy": self.acd.all_busy(queue.name),
+                "estimated_wait": None if wait is None else round(wait, 1),
+            })
+        return views
 
     def _on_record(self, record: AgentRecord) -> None:
         sessions = self.sessions.get(record.agent_id)

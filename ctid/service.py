@@ -81,8 +81,9 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
     SchemaUpgrade(pool).setServiceParent(root)
     board = AgentBoard(reactor, wrap_up_time=config.agents.wrap_up_time,
                        not_hung_up_after=config.agents.not_hung_up_after)
-    desk = AgentDesk(board, SQLDirectory(pool), station_prefix=config.agents.station_prefix)
     acd = ACD(config.acd.queues, reactor, rules=vip_rules(config.acd), cities=dict(config.acd.cities) or None)
+    desk = AgentDesk(board, SQLDirectory(pool), station_prefix=config.agents.station_prefix, acd=acd,
+                     queues=config.acd.queues)
     center = CallCenter(model, board, acd, pbx, desk, config.acd.default_queue, config.acd.ring_time, reactor)
     center.setServiceParent(root)
     cti = CTIServerService(serverFromString(reactor, config.cti.endpoint), CTIServerFactory(

@@ -121,6 +121,14 @@ def test_agent_state_changed_shows_reason_supervisor_and_pending_change():
         "talking (was ringing, trigger answer); then pause break")
 
 
+def test_delivered_screen_pop_reads_as_one_line():
+    """Delivered shows the caller, the number dialled, the queue, the wait and the IVR data."""
+    data = {"call": "1795.1", "ani": "13800138000", "dnis": "95566", "queue": "general", "waited": 4.2,
+            "priority": 0, "data": {"CTID_MENU": "balance"}}
+    assert format_event(event("Delivered", data), UTC) == (
+        "12:03:04 #5 Delivered call 1795.1 from 13800138000 to 95566 via general after 4.2s CTID_MENU=balance")
+
+
 def test_phone_warning_says_what_it_means():
     """AgentPhoneWarning says whether the phone is off hook (no calls) or hung up again."""
     assert format_event(event("AgentPhoneWarning", {"not_hung_up": True}), UTC) == (

@@ -30,6 +30,8 @@ async def test_sign_in_change_state_and_sign_out(daemon):
     result = await client.call("Login", agent="1001", password=PASSWORD, station="1001")
     assert result["agent"]["state"] == "not_ready" and result["agent"]["station"] == "PJSIP/1001"
     assert result["agent"]["skills"] == {"accounts": 5} and result["roles"] == ["agent"]
+    assert result["queues"] == [{"queue": "general", "group": "accounts", "waiting": 0, "serving": 0,
+                                 "all_busy": True, "estimated_wait": None}]
 
     ready = await client.call("SetAgentState", state="ready")
     assert ready["agent"]["state"] == "ready" and ready["agent"]["available"]
@@ -37,10 +39,15 @@ async def test_sign_in_change_state_and_sign_out(daemon):
     assert paused == {"agent": paused["agent"], "pending": False} and paused["agent"]["reason"] == "break"
     snapshot = await client.call("SnapshotAgent")
     assert snapshot["agent"]["state"] == "not_ready"
+    await client.call("SetAgentState", state="ready")
+    (queue,) = (await client.call("SnapshotQueues"))["queues"]
+    assert (queue["queue"], queue["serving"], queue["all_busy"]) == ("general", 1, False)
+    await client.call("SetAgentState", state="not_ready", reason="break")
     await client.call("Logout")
-    await daemon.until(lambda: len(events) >= 3, "the state events")
+    await daemon.until(lambda: len(events) >= 5, "the state events")
     assert [(e["previous"], e["state"]) for e in events] == [
-        ("not_ready", "ready"), ("ready", "not_ready"), ("not_ready", "logged_out")]
+        ("not_ready", "ready"), ("ready", "not_ready"), ("not_ready", "ready"), ("ready", "not_ready"),
+        ("not_ready", "logged_out")]
     await refused("login_required", client.call("SnapshotAgent"))
     await client.close()
 
