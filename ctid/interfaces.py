@@ -109,3 +109,33 @@ class IDirectoryAdmin(Interface):
 
     def set_enabled(agent_id, enabled):
         """Enable or disable an account.  Fires with None; LookupError for an unknown agent."""
+
+
+class ICustomerDirectory(Interface):
+    """Finds the calling customer for the screen pop (AG-2): profile, masked accounts, recent contacts.
+
+    Every method returns a Deferred; it fails with
+    :class:`ctid.customers.CustomerDirectoryError` when the directory cannot be
+    reached.  The call path must not wait on it unbounded: the screen pop
+    applies a timeout (``d.addTimeout(seconds, reactor)``) and pops the call
+    without a profile when the lookup is late, failed or found no one.
+    """
+
+    def lookup(caller=None, account_last4=None, customer_id=None, account_number=None):
+        """Fires with the :class:`ctid.customers.CustomerProfile` of the calling customer, or None.
+
+        Tried in this order, the first that identifies one customer wins:
+        ``customer_id`` (identified by the IVR), ``account_number`` (the full
+        card or account number keyed in the IVR: matched through a keyed hash,
+        never stored or logged), ``caller`` (the caller's number, normalised to
+        the national form).  ``account_last4`` narrows the customers sharing
+        the caller's number; on its own it identifies no one.  A number shared
+        by several customers and not narrowed to one fires None, as does
+        malformed input.  The profile carries the customer's recent contacts.
+        """
+
+    def recent_contacts(customer_id, limit=5):
+        """Fires with a list of the customer's last ``limit`` :class:`ctid.customers.Contact`, newest first.
+
+        An unknown customer has none (an empty list).
+        """

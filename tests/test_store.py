@@ -22,7 +22,8 @@ from ctid.adapters.store.pool import DatabasePool, DatabasePoolStopped, Threadle
 from ctid.adapters.store.schema import agent_skills, agents, metadata, skill_groups
 from ctid.adapters.store.testing import MySQLUnavailable, mysql_required, temporary_mysql_database
 
-TABLES = {"agents", "skill_groups", "agent_skills", "alembic_version"}
+TABLES = {"agents", "skill_groups", "agent_skills", "customers", "customer_phones", "customer_accounts",
+          "customer_contacts", "alembic_version"}
 
 
 @pytest.fixture
@@ -127,7 +128,7 @@ def test_migrations_live_inside_the_package():
     scripts = ScriptDirectory.from_config(migrate.alembic_config())
     package = Path(ctid.adapters.store.__file__).parent
     assert Path(scripts.dir).resolve() == (package / "migrations").resolve()
-    assert migrate.head_revision() == "0001"
+    assert migrate.head_revision() == "0002"
 
 
 def test_upgrade_creates_the_schema_in_an_empty_database(empty_url):
@@ -166,7 +167,7 @@ def test_mysql_tables_are_innodb_utf8mb4_binary(mysql_url):
                 "WHERE table_schema = DATABASE() AND table_name <> 'alembic_version'")).all()
     finally:
         engine.dispose()
-    assert sorted(rows) == [(name, "InnoDB", "utf8mb4_bin") for name in ("agent_skills", "agents", "skill_groups")]
+    assert sorted(rows) == [(name, "InnoDB", "utf8mb4_bin") for name in sorted(TABLES - {"alembic_version"})]
 
 
 def test_constraints_are_enforced(empty_url):
@@ -307,4 +308,4 @@ async def test_migrations_run_inside_a_pool_job(sqlite_url):
         revision = await pool.run(migrate.current_revision)
     finally:
         await pool.stopService()
-    assert revision == "0001"
+    assert revision == migrate.head_revision()
