@@ -34,7 +34,8 @@ from ctid.acd import ACD, AgentInfo, Offer, WaitingCall
 from ctid.agents import AgentBoard
 from ctid.agentstate import AgentRecord, AgentStateError
 from ctid.calls import CallAnswered, CallEnded, CallModel, DeliveryFailed, LegAdded, VariableSet
-from ctid.interfaces import IPBX
+from ctid.customers import CustomerProfile, redact
+from ctid.interfaces import IPBX, ICustomerDirectory
 
 log = Logger()
 
@@ -62,7 +63,10 @@ class CallCenter(Service):
     name = "center"
 
     def __init__(self, model: CallModel, board: AgentBoard, acd: ACD, pbx: IPBX, desk: Any,
-                 default_queue: str, ring_time: int, clock: Any, tick_interval: float = 1.0):
+                 default_queue: str, ring_time: int, clock: Any, tick_interval: float = 1.0,
+                 customers: ICustomerDirectory | None = None, lookup_timeout: float = 0.5):
+        self.customers = customers
+        self.lookup_timeout = lookup_timeout
         self.tick_interval = tick_interval
         self._ticker: LoopingCall | None = None
         self.model, self.board, self.acd, self.pbx, self.desk = model, board, acd, pbx, desk
@@ -155,23 +159,41 @@ class CallCenter(Service):
             return
         delivery.agent_id = agent_id
         station = self.board.get(agent_id).station
-        self.desk.notify(agent_id, "Delivered", self._screen_pop(delivery, offer))
+        Deferred.fromCoroutine(self._pop(agent_id, offer)).addErrback(
+            lambda failure: log.failure("screen pop for call {call_id} failed", failure, call_id=call_id))
         log.info("call {call_id} offered to agent {agent} on {station} after {waited:.1f}s",
                  call_id=call_id, agent=agent_id, station=station, waited=offer.waited)
         Deferred.fromCoroutine(self._redirect(delivery.channel, station)).addErrback(
             self._redirect_failed, delivery)
 
-    def _screen_pop(self, delivery: Delivery, offer: Offer) -> dict[str, Any]:
+    async def _pop(self, agent_id: str, offer: Offer) -> None:
+        """Send the agent the Delivered screen pop, with the customer's profile when found in time."""
         call = self.model.calls.get(offer.call.call_id)
-        return {
+        ani = call.ani if call else offer.call.caller
+        pop = {
             "call": offer.call.call_id,
-            "ani": call.ani if call else offer.call.caller,
+            "ani": ani,
             "dnis": call.dnis if call else None,
             "queue": offer.queue,
             "waited": round(offer.waited, 1),
             "priority": offer.call.priority,
-            "data": dict(offer.call.data),
+            "data": {name: redact(value) for name, value in offer.call.data.items()},
+            "customer": None,
         }
+        profile = await self._lookup(ani, offer.call.data)
+        if profile is not None:
+            pop["customer"] = profile.as_dict()
+        self.desk.notify(agent_id, "Delivered", pop)
+
+    async def _lookup(self, ani: str | None, data: Any) -> CustomerProfile | None:
+        if self.customers is None:
+            return None
+        lookup = self.customers.lookup(caller=ani or None, customer_id=data.get("CTID_CUSTOMER") or None)
+        try:
+            return await lookup.addTimeout(self.lookup_timeout, self.clock)
+        except Exception as e:  # timeout or directory trouble: the pop goes out without the profile
+            log.warn("customer lookup for {ani} gave nothing: {error}", ani=ani, error=repr(e))
+            return None
 
     async def _redirect(self, channel: str, station: str) -> None:
         await self.pbx.set_variable(channel, "CTID_TARGET", station)

@@ -75,6 +75,14 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class CustomerSettings:
+    """[customers]: the customer directory behind the screen pop."""
+
+    account_key: str = dataclasses.field(default="", repr=False)
+    lookup_timeout: float = 0.5
+
+
+@dataclass(frozen=True)
 class CTISettings:
     """[cti]: the CTI server agents' desktops and CRM toolbars connect to."""
 
@@ -130,6 +138,7 @@ class Config:
     cti: CTISettings = CTISettings()
     agents: AgentSettings = AgentSettings()
     acd: ACDSettings = ACDSettings()
+    customers: CustomerSettings = CustomerSettings()
 
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -216,6 +225,12 @@ def _cities(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _key(text: str) -> str:
+    if len(text.strip().encode("utf-8")) < 16:
+        raise ValueError("must be at least 16 bytes")
+    return text.strip()
+
+
 def _strategy(text: str) -> str:
     if text.strip() not in STRATEGIES:
         raise ValueError(f"expected one of {', '.join(STRATEGIES)}, got {text!r}")
@@ -299,6 +314,7 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "not_hung_up_after": _positive(float),
         "station_prefix": _required,
     },
+    "customers": {"account_key": _key, "lookup_timeout": _positive(float)},
     "acd": {
         "default_queue": _required,
         "ring_time": _positive(int),
@@ -427,6 +443,7 @@ def parse(text: str, path: str = "<string>") -> Config:
         cti=CTISettings(**sections["cti"]),
         agents=AgentSettings(**sections["agents"]),
         acd=acd_settings,
+        customers=CustomerSettings(**sections["customers"]),
     )
 
 

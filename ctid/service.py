@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorCore
 
 from ctid.acd import ACD, PriorityRule
 from ctid.adapters.asterisk import AsteriskPBX
+from ctid.adapters.customers import SQLCustomers
 from ctid.adapters.directory import SQLDirectory
 from ctid.adapters.pbxsim.service import makeSimulatorService
 from ctid.adapters.store.engine import make_engine
@@ -84,7 +85,9 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
     acd = ACD(config.acd.queues, reactor, rules=vip_rules(config.acd), cities=dict(config.acd.cities) or None)
     desk = AgentDesk(board, SQLDirectory(pool), station_prefix=config.agents.station_prefix, acd=acd,
                      queues=config.acd.queues)
-    center = CallCenter(model, board, acd, pbx, desk, config.acd.default_queue, config.acd.ring_time, reactor)
+    customers = SQLCustomers(pool, config.customers.account_key) if config.customers.account_key else None
+    center = CallCenter(model, board, acd, pbx, desk, config.acd.default_queue, config.acd.ring_time, reactor,
+                        customers=customers, lookup_timeout=config.customers.lookup_timeout)
     center.setServiceParent(root)
     cti = CTIServerService(serverFromString(reactor, config.cti.endpoint), CTIServerFactory(
         desk, reactor, heartbeat=config.cti.heartbeat, resume_grace=config.cti.resume_grace, rate=config.cti.rate,

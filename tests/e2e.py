@@ -14,11 +14,13 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 
 from ctid import config
+from ctid.adapters.customers import SQLCustomers
 from ctid.adapters.directory import SQLDirectory
 from ctid.adapters.pbxsim.population import Caller
 from ctid.service import makeService
 
 PASSWORD = "e2e-agent-pw"
+ACCOUNT_KEY = "e2e-account-key-0123"
 
 
 def free_port() -> int:
@@ -46,6 +48,7 @@ def daemon_config(tmp_path, **sim: str) -> config.Config:
         f"[database]\nurl = sqlite:///{tmp_path / 'ctid.sqlite'}\n"
         f"[cti]\nendpoint = tcp:{cti}:interface=127.0.0.1\nheartbeat = 1\nresume_grace = 1\n"
         "[agents]\nwrap_up_time = 0.5\n[acd]\nring_time = 1\n"
+        f"[customers]\naccount_key = {ACCOUNT_KEY}\n"
         f"[manhole]\nenabled = yes\nendpoint = tcp:{manhole}:interface=127.0.0.1\npassword = e2e-manhole\n"
         f"[pbxsim]\nenabled = yes\nami_endpoint = tcp:{ami}:interface=127.0.0.1\n"
         f"agi_endpoint = tcp:127.0.0.1:{agi}:timeout=2\nsecret = e2e-secret\n"
@@ -88,6 +91,10 @@ class Daemon:
         for n, city in ((1001, "Shanghai"), (1002, "Shanghai"), (1003, "Beijing"), (1004, "Beijing")):
             await directory.add_agent(str(n), f"Agent {n}", PASSWORD, skills={"accounts": 5}, city=city)
         await directory.add_agent("1005", "Gone", PASSWORD, enabled=False)
+        customers = SQLCustomers(self.root.getServiceNamed("db"), ACCOUNT_KEY)
+        await customers.add_customer("C-1", "张三", segment="private", city="Shanghai")
+        await customers.add_phone("C-1", "13800138000")
+        await customers.add_account("C-1", "6222021234567891234")
 
     async def stop(self) -> None:
         await self.root.stopService()

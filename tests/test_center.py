@@ -40,6 +40,9 @@ async def test_parked_caller_is_delivered_to_the_ready_agent(daemon):
     (pop,) = [e.data for e in events if e.name == "Delivered"]
     assert (pop["call"], pop["ani"], pop["dnis"], pop["queue"]) == (trunk.linkedid, "13800138000", "95566", "general")
     assert pop["data"] == {"CTID_MENU": "balance"}
+    customer = pop["customer"]
+    assert (customer["customer_id"], customer["name"], customer["segment"]) == ("C-1", "张三", "private")
+    assert customer["accounts"] == ["**** **** **** 1234"]
     agent = board(daemon).get("1002")
     assert agent.stats.answered == 1
     await client.close()
