@@ -2,7 +2,9 @@
 
 Park and redirect (DESIGN.md): a caller who reaches ``ctid-wait`` sets
 ``CTID_PARKED=1`` on its channel; the :class:`CallCenter` queues the call in
-the ACD (queue from ``CTID_QUEUE`` or the default).  When the ACD pairs it
+the ACD: the route rules (``[acd] routes``) pick the queue, the priority and
+data to attach — or send the caller to an external number; without rules the
+queue is ``CTID_QUEUE`` or the default.  When the ACD pairs it
 with an agent, the agent is reserved, the desktop gets a ``Delivered``
 screen pop, and the switch is told ``Setvar CTID_TARGET`` (the agent's
 station), ``Setvar CTID_RING`` and ``Redirect`` to ``ctid-deliver``.  The
@@ -22,6 +24,7 @@ Pure coordination: no sockets, no SQL; the switch is reached through IPBX.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.application.service import Service
@@ -36,10 +39,12 @@ from ctid.agentstate import AgentRecord, AgentStateError
 from ctid.calls import CallAnswered, CallEnded, CallModel, DeliveryFailed, LegAdded, VariableSet
 from ctid.customers import CustomerProfile, redact
 from ctid.interfaces import IPBX, ICustomerDirectory
+from ctid.routing import CallFacts, Route, RouteTable
 
 log = Logger()
 
 DELIVER_CONTEXT = "ctid-deliver"
+OUT_CONTEXT = "ctid-out"
 HIDDEN_VARIABLES = frozenset({"CTID_PARKED", "CTID_TARGET", "CTID_RING"})
 
 
@@ -64,7 +69,9 @@ class CallCenter(Service):
 
     def __init__(self, model: CallModel, board: AgentBoard, acd: ACD, pbx: IPBX, desk: Any,
                  default_queue: str, ring_time: int, clock: Any, tick_interval: float = 1.0,
-                 customers: ICustomerDirectory | None = None, lookup_timeout: float = 0.5):
+                 customers: ICustomerDirectory | None = None, lookup_timeout: float = 0.5,
+                 routes: RouteTable | None = None):
+        self.routes = routes
         self.customers = customers
         self.lookup_timeout = lookup_timeout
         self.tick_interval = tick_interval
@@ -131,9 +138,17 @@ class CallCenter(Service):
         call = self.model.calls.get(event.call_id)
         if channel is None or call is None:
             return
-        queue = channel.variables.get("CTID_QUEUE") or self.default_queue
         data = {k: v for k, v in channel.variables.items() if k.startswith("CTID_") and k not in HIDDEN_VARIABLES}
-        waiting = WaitingCall(event.call_id, queue, caller=call.ani or "", data=data)
+        route = self._route(call.ani, call.dnis, data)
+        if route is not None and route.kind == "external":
+            self._send_out(event.call_id, channel.name, route)
+            return
+        queue = route.target if route is not None else channel.variables.get("CTID_QUEUE") or self.default_queue
+        priority = None
+        if route is not None:
+            data.update(route.data)
+            priority = route.priority
+        waiting = WaitingCall(event.call_id, queue, caller=call.ani or "", data=data, priority=priority)
         try:
             offer = self.acd.enqueue(waiting)
         except (KeyError, ValueError) as e:
@@ -144,6 +159,24 @@ class CallCenter(Service):
         log.info("call {call_id} from {ani} queued in {queue}", call_id=event.call_id, ani=call.ani, queue=queue)
         if offer is not None:
             self._deliver(offer)
+
+    def _route(self, ani: str | None, dnis: str | None, data: dict[str, str]) -> Route | None:
+        if self.routes is None:
+            return None
+        now = datetime.fromtimestamp(self.clock.seconds(), UTC)
+        route = self.routes.route(CallFacts(ani or "", dnis or "", data), now)
+        if route is not None:
+            log.debug("route {rule} for {ani} → {dnis}: {kind} {target}", rule=route.rule, ani=ani, dnis=dnis,
+                      kind=route.kind, target=route.target)
+        return route
+
+    def _send_out(self, call_id: str, channel: str, route: Route) -> None:
+        """An ``external`` route: the caller is sent to ``ctid-out`` to dial the number."""
+        log.info("call {call_id} routed by {rule} to external number {number}", call_id=call_id, rule=route.rule,
+                 number=route.target)
+        self.pbx.redirect(channel, OUT_CONTEXT, route.target).addErrback(
+            lambda failure: log.warn("call {call_id}: could not send it to {number}: {error}", call_id=call_id,
+                                     number=route.target, error=failure.getErrorMessage()))
 
     def _deliver(self, offer: Offer) -> None:
         delivery = self.deliveries.get(offer.call.call_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import ipaddress
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from twisted.internet.testing import MemoryReactor
 from ctid.acd import QueueConfig
 from ctid.acd.strategies import STRATEGIES
 from ctid.adapters.pbxsim.settings import SettingsError, SimulatorSettings
+from ctid.routing import RouteError, RouteTable, load_routes
 
 
 class ConfigError(Exception):
@@ -114,6 +116,7 @@ class ACDSettings:
     vip_prefixes: tuple[str, ...] = ()
     vip_priority: int = 10
     cities: tuple[tuple[str, str], ...] = ()
+    routes: RouteTable | None = None
 
 
 @dataclass(frozen=True)
@@ -316,6 +319,7 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     },
     "customers": {"account_key": _key, "lookup_timeout": _positive(float)},
     "acd": {
+        "routes": _text,
         "default_queue": _required,
         "ring_time": _positive(int),
         "vip_numbers": _optional_words,
@@ -361,6 +365,20 @@ QUEUE_SCHEMA: dict[str, Callable[[str], Any]] = {
     "max_wait": _positive(float),
     "max_length": _positive(int),
 }
+
+
+def _routes(path: str, routes_file: str, queues: set[str]) -> RouteTable:
+    """Load the route rules named by [acd] routes (relative to the configuration file's folder)."""
+    full = os.path.join(os.path.dirname(path), routes_file)
+    try:
+        table = load_routes(full, queues, known_flows=())
+    except RouteError as e:
+        raise ConfigError(f"{path}: [acd] routes: {e}") from None
+    for rule in table.rules:
+        if rule.route.kind == "voicemail":
+            raise ConfigError(f"{path}: [acd] routes: {full}: rule {rule.name!r}: voicemail targets need the "
+                              "IVR flows, which this release does not have yet")
+    return table
 
 
 def _queues(parser: configparser.ConfigParser, path: str) -> tuple[QueueConfig, ...]:
@@ -429,9 +447,13 @@ def parse(text: str, path: str = "<string>") -> Config:
     queues = _queues(parser, path)
     if queues:
         acd["queues"] = queues
+    routes_file = acd.pop("routes", "")
     acd_settings = ACDSettings(**acd)
     if acd_settings.default_queue not in {q.name for q in acd_settings.queues}:
         raise ConfigError(f"{path}: [acd] default_queue: no [queue:{acd_settings.default_queue}] section")
+    if routes_file:
+        table = _routes(path, routes_file, {q.name for q in acd_settings.queues})
+        acd_settings = dataclasses.replace(acd_settings, routes=table)
     return Config(
         path=path,
         daemon=DaemonSettings(**sections["ctid"]),

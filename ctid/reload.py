@@ -16,15 +16,18 @@ from ctid.logs import JSONLogService, set_console_level
 Reloader = Callable[[configuration.Config], None]
 
 
+_MISSING = object()
+
+
 def changed_settings(old: configuration.Config, new: configuration.Config) -> list[str]:
     """``section.key`` names whose values differ between two configurations."""
     changes = []
     for field in dataclasses.fields(old):
         if field.name == "path":
             continue
-        before, after = getattr(old, field.name), getattr(new, field.name)
-        for name, value in _flatten(after).items():
-            if _flatten(before).get(name) != value:
+        before, after = _flatten(getattr(old, field.name)), _flatten(getattr(new, field.name))
+        for name in list(after) + [name for name in before if name not in after]:
+            if before.get(name, _MISSING) != after.get(name, _MISSING):
                 changes.append(f"{field.name}.{name}")
     return changes
 
@@ -61,7 +64,7 @@ class ReloadService(Service):
         self._previous_handler: Any = None
 
     def add_reloader(self, settings: tuple[str, ...], reloader: Reloader) -> None:
-        """Call ``reloader(new_config)`` when any of ``settings`` (``section.key``) changes."""
+        """Call ``reloader(new_config)`` when any of ``settings`` (``section.key``, or anything inside it) changes."""
         self._reloaders.append((settings, reloader))
 
     def startService(self) -> None:
@@ -90,7 +93,7 @@ class ReloadService(Service):
         changes = changed_settings(self.current, new)
         live = set()
         for settings, reloader in self._reloaders:
-            touched = [name for name in changes if name in settings]
+            touched = [name for name in changes if any(name == s or name.startswith(s + ".") for s in settings)]
             if touched:
                 reloader(new)
                 live.update(touched)

@@ -87,7 +87,8 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
                      queues=config.acd.queues)
     customers = SQLCustomers(pool, config.customers.account_key) if config.customers.account_key else None
     center = CallCenter(model, board, acd, pbx, desk, config.acd.default_queue, config.acd.ring_time, reactor,
-                        customers=customers, lookup_timeout=config.customers.lookup_timeout)
+                        customers=customers, lookup_timeout=config.customers.lookup_timeout,
+                        routes=config.acd.routes)
     center.setServiceParent(root)
     cti = CTIServerService(serverFromString(reactor, config.cti.endpoint), CTIServerFactory(
         desk, reactor, heartbeat=config.cti.heartbeat, resume_grace=config.cti.resume_grace, rate=config.cti.rate,
@@ -116,5 +117,6 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
             ("pbxsim.simulator.calls_per_minute",),
             lambda new: traffic.set_rate(new.pbxsim.simulator.calls_per_minute),
         )
+    reload.add_reloader(("acd.routes",), lambda new: setattr(center, "routes", new.acd.routes))
     reload.setServiceParent(root)
     return root

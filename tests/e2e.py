@@ -30,8 +30,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def daemon_config(tmp_path, **sim: str) -> config.Config:
-    """A configuration running the simulator on free ports, with no generated traffic."""
+def daemon_config(tmp_path, routes: str | None = None, **sim: str) -> config.Config:
+    """A configuration running the simulator on free ports, with no generated traffic.
+
+    ``routes``: the text of a route rules file for ``[acd] routes``.
+    """
     ami, agi, manhole, cti = free_port(), free_port(), free_port(), free_port()
     settings = {
         "calls_per_minute": "0",
@@ -48,12 +51,16 @@ def daemon_config(tmp_path, **sim: str) -> config.Config:
         f"[database]\nurl = sqlite:///{tmp_path / 'ctid.sqlite'}\n"
         f"[cti]\nendpoint = tcp:{cti}:interface=127.0.0.1\nheartbeat = 1\nresume_grace = 1\n"
         "[agents]\nwrap_up_time = 0.5\n[acd]\nring_time = 1\n"
+        + ("routes = routes.toml\n" if routes else "")
+        +
         f"[customers]\naccount_key = {ACCOUNT_KEY}\n"
         f"[manhole]\nenabled = yes\nendpoint = tcp:{manhole}:interface=127.0.0.1\npassword = e2e-manhole\n"
         f"[pbxsim]\nenabled = yes\nami_endpoint = tcp:{ami}:interface=127.0.0.1\n"
         f"agi_endpoint = tcp:127.0.0.1:{agi}:timeout=2\nsecret = e2e-secret\n"
         + "".join(f"{k} = {v}\n" for k, v in settings.items())
     )
+    if routes:
+        (tmp_path / "routes.toml").write_text(routes)
     path = tmp_path / "ctid.ini"
     path.write_text(text)
     return config.load(str(path))

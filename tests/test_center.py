@@ -4,6 +4,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from ctid.adapters.pbxsim.testing import EventRecorder
 from ctid.calls import CallEnded, DeliveryFailed
 from ctid.client import CTIClient
 from tests.e2e import PASSWORD
@@ -71,3 +72,49 @@ async def test_caller_hanging_up_in_the_queue_is_abandoned(daemon):
     await daemon.until(lambda: center.acd.queue_length("general") == 1, "the call to wait in the queue")
     await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "the caller to give up")
     assert center.acd.queue_length("general") == 0 and not center.deliveries
+
+
+ROUTES = """
+timezone = "Asia/Shanghai"
+
+[[rules]]
+name = "vip"
+caller = ["13900000001"]
+queue = "general"
+priority = 10
+attach = { CTID_SEGMENT = "vip" }
+
+[[rules]]
+name = "after-hours-line"
+caller = ["137*"]
+external = "4008205566"
+
+[[rules]]
+name = "default"
+queue = "general"
+"""
+
+
+@pytest.mark.routes(ROUTES)
+@pytest.mark.sim(talk_time="1 1")
+@pytest_twisted.ensureDeferred
+async def test_route_rules_vip_overtakes_and_external_numbers(daemon):
+    """A VIP who arrives later is answered first, with the rule's data; a rule can send a caller out."""
+    center = daemon.root.getServiceNamed("center")
+    seen = EventRecorder(daemon.world)
+    ordinary = daemon.call_in("13800138003", "95566", script="1", patience=30)
+    await daemon.until(lambda: center.acd.queue_length("general") == 1, "the ordinary caller to wait")
+    vip = daemon.call_in("13900000001", "95566", script="1", patience=30)
+    await daemon.until(lambda: center.acd.queue_length("general") == 2, "the VIP to wait")
+    assert center.acd.position(vip.linkedid) == 1 and center.acd.position(ordinary.linkedid) == 2
+
+    client, events = await signed_in(daemon, "1004")
+    await daemon.until(lambda: any(e.name == "Delivered" for e in events), "the first screen pop")
+    first = next(e.data for e in events if e.name == "Delivered")
+    assert (first["call"], first["priority"], first["data"]["CTID_SEGMENT"]) == (vip.linkedid, 10, "vip")
+
+    out = daemon.call_in("13700000000", "95566", script="1", patience=30)
+    await daemon.until(lambda: seen.of("DialBegin", Channel=out.name), "the caller to be sent to the external line")
+    (dial,) = seen.of("DialBegin", Channel=out.name)
+    assert "4008205566" in dial.get("DialString") and center.acd.call(out.linkedid) is None
+    await client.close()

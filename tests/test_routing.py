@@ -453,15 +453,15 @@ def test_a_more_specific_rule_after_a_general_one_is_shadowed_but_not_the_revers
 
 
 def test_embedded_routes_file_loads_and_routes_the_service_number():
-    """conf/routes.toml: 95566 on a Tuesday 10:00 in Shanghai → queue general; on a Sunday → the closed flow."""
+    """conf/routes.toml (the simulator's): VIP callers get priority 10; everyone else the general queue, all week."""
     routes = load_routes(str(ROOT / "conf" / "routes.toml"), {"general"})
     assert target(routes, at(TUESDAY, "10:00")) == "queue:general"
-    assert target(routes, at(TUESDAY, "02:00", UTC)) == "queue:general"
-    assert target(routes, at(SUNDAY, "10:00")) == "ivr:closed"
-    assert target(routes, at("2026-10-01", "10:00")) == "ivr:closed"
-    vip = routes.route(CallFacts("13900000001", "95566"), at(TUESDAY))
+    assert target(routes, at(SUNDAY, "10:00")) == "queue:general"
+    assert target(routes, at("2026-10-01", "10:00")) == "queue:general"
+    vip = routes.route(CallFacts("13900000001", "95566"), at(SUNDAY))
     assert vip is not None and (vip.kind, vip.target, vip.priority) == ("queue", "general", 10)
-    assert target(routes, at(SUNDAY), called="12345") == "queue:general"
+    assert vip.data == {"CTID_SEGMENT": "vip"}
+    assert routes.calendars and routes.schedules
 
 
 # -- properties -------------------------------------------------------------------------------------------
