@@ -18,6 +18,10 @@ outcome comes back as call-model events:
 - the caller hangs up while waiting → abandoned; the call ends → the agent
   goes to wrap-up.
 
+Calls the ACD did not deliver — a customer dialling an agent's direct line,
+an agent dialling out — are followed on the agent's phone too, so a busy
+phone is never offered a queued call: ringing, talking, wrap-up as usual.
+
 Pure coordination: no sockets, no SQL; the switch is reached through IPBX.
 """
 
@@ -36,7 +40,7 @@ from twisted.python.failure import Failure
 from ctid.acd import ACD, AgentInfo, Offer, WaitingCall
 from ctid.agents import AgentBoard
 from ctid.agentstate import AgentRecord, AgentStateError
-from ctid.calls import CallAnswered, CallEnded, CallModel, DeliveryFailed, LegAdded, VariableSet
+from ctid.calls import CallAnswered, CallEnded, CallModel, DeliveryFailed, LegAdded, LegRemoved, VariableSet
 from ctid.customers import CustomerProfile, redact
 from ctid.interfaces import IPBX, ICustomerDirectory
 from ctid.routing import CallFacts, Route, RouteTable
@@ -81,12 +85,14 @@ class CallCenter(Service):
         self.ring_time = ring_time
         self.clock = clock
         self.deliveries: dict[str, Delivery] = {}
+        self.direct: dict[str, tuple[str, str]] = {}  # agent's channel uniqueid -> (agent_id, call_id)
         self._handlers = {
             VariableSet: self._on_variable,
             LegAdded: self._on_leg,
             CallAnswered: self._on_answered,
             DeliveryFailed: self._on_delivery_failed,
             CallEnded: self._on_ended,
+            LegRemoved: self._on_leg_removed,
         }
         model.subscribe(self._on_call_event)
         board.subscribe(self._on_agent_record)
@@ -254,14 +260,51 @@ class CallCenter(Service):
             pass  # the agent moved on (signed out by a supervisor, …): nothing to withdraw
 
     def _on_leg(self, event: LegAdded) -> None:
-        delivery = self.deliveries.get(event.call_id)
-        if delivery is None or delivery.agent_id is None or delivery.answered_at is not None:
+        agent = self.board.by_station(event.channel.rsplit("-", 1)[0])
+        if agent is None:
             return
-        station = self.board.get(delivery.agent_id).station
-        if event.channel.startswith(station + "-"):
-            self._signal(self.board.ringing, delivery)
+        delivery = self.deliveries.get(event.call_id)
+        if delivery is not None and delivery.agent_id == agent.agent_id:
+            if delivery.answered_at is None:
+                self._signal(self.board.ringing, delivery)
+        elif agent.available:
+            self._direct(agent.agent_id, event)
+
+    def _direct(self, agent_id: str, event: LegAdded) -> None:
+        """A call on the agent's phone that the ACD did not deliver (direct dial, or dialled out)."""
+        try:
+            self.board.reserve(agent_id, event.call_id)
+            self.board.ringing(agent_id, event.call_id)
+        except AgentStateError as e:
+            log.warn("agent {agent}: direct call {call_id} not tracked: {error}", agent=agent_id,
+                     call_id=event.call_id, error=e.message)
+            return
+        self.direct[event.uniqueid] = (agent_id, event.call_id)
+
+    def _on_leg_removed(self, event: LegRemoved) -> None:
+        entry = self.direct.pop(event.uniqueid, None)
+        if entry is None:
+            return
+        agent_id, call_id = entry
+        agent = self.board.get(agent_id)
+        if agent is None or agent.call_id != call_id:
+            return
+        try:
+            if agent.state.value in ("reserved", "ringing"):
+                self.board.offer_cancelled(agent_id, call_id)
+            else:
+                self.board.call_ended(agent_id, call_id)
+        except AgentStateError as e:
+            log.warn("agent {agent} after direct call {call_id}: {error}", agent=agent_id, call_id=call_id,
+                     error=e.message)
 
     def _on_answered(self, event: CallAnswered) -> None:
+        for agent_id, call_id in list(self.direct.values()):
+            if call_id == event.call_id and self.board.get(agent_id).state.value == "ringing":
+                try:
+                    self.board.answered(agent_id, call_id)
+                except AgentStateError as e:
+                    log.warn("agent {agent}: {error}", agent=agent_id, error=e.message)
         delivery = self.deliveries.get(event.call_id)
         if delivery is None or delivery.agent_id is None:
             return

@@ -352,6 +352,9 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "agi_timeout": _positive(float),
         "ami_write_buffer": _positive(int),
         "ami_auth_timeout": _positive(float),
+        "desktops": _bool,
+        "cti_endpoint": _client_endpoint,
+        "desktop_password": _text,
     },
 }
 REQUIRED = {"ami": ("secret",)}

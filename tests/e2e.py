@@ -42,6 +42,8 @@ def daemon_config(tmp_path, routes: str | None = None, **sim: str) -> config.Con
         "no_answer_rate": "0",
         "talk_time": "0.5 0.5",
         "patience": "0.5 0.5",
+        "cti_endpoint": f"tcp:127.0.0.1:{cti}",
+        "desktop_password": PASSWORD,
         **sim,
     }
     text = (

@@ -118,3 +118,29 @@ async def test_route_rules_vip_overtakes_and_external_numbers(daemon):
     (dial,) = seen.of("DialBegin", Channel=out.name)
     assert "4008205566" in dial.get("DialString") and center.acd.call(out.linkedid) is None
     await client.close()
+
+
+@pytest.mark.sim(desktops="yes", talk_time="1 1")
+@pytest_twisted.ensureDeferred
+async def test_simulated_desktops_sign_in_and_take_calls(daemon):
+    """With [pbxsim] desktops the simulated agents sign in over CTI, and a queued call is answered by one."""
+    agents = board(daemon)
+    await daemon.until(lambda: sum(1 for a in agents.all() if a.available) == 4, "the four desktops to be ready")
+    trunk = daemon.call_in("13800138009", "95566", script="1", patience=30)
+    await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "the call to be answered and end")
+    assert sum(a.stats.answered for a in agents.all()) == 1
+
+
+@pytest.mark.sim(talk_time="1 1")
+@pytest_twisted.ensureDeferred
+async def test_direct_calls_keep_the_agent_busy_for_the_acd(daemon):
+    """A customer dialling the agent's direct line makes the agent ring and talk, so the ACD leaves it alone."""
+    client, events = await signed_in(daemon, "1001")
+    direct = daemon.call_in("13800138010", "81001", patience=30)
+    await daemon.until(lambda: "talking" in states(events), "the agent to talk on the direct call")
+    assert not board(daemon).get("1001").available
+    await daemon.until(lambda: daemon.of(CallEnded, call_id=direct.linkedid), "the direct call to end")
+    await daemon.until(lambda: states(events)[-1:] == ["ready"], "the agent to be ready again")
+    assert states(events) == ["ready", "reserved", "ringing", "talking", "wrap_up", "ready"]
+    assert not any(e.name == "Delivered" for e in events)
+    await client.close()

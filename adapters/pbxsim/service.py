@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from .agiclient import EndpointAgiRunner
 from .amiserver import AmiServerFactory
+from .desktops import SimulatedDesktops
 from .dialplan import CTID_DIALPLAN, Dialplan
 from .population import Population, TrafficGenerator
 from .settings import SimulatorSettings
@@ -82,4 +83,7 @@ def makeSimulatorService(settings: SimulatorSettings, reactor: Any = None) -> Si
     traffic = TrafficGenerator(world, population, settings)
     traffic.setName("traffic")
     traffic.setServiceParent(root)
+    if settings.desktops:
+        desktops = SimulatedDesktops(reactor, settings.cti_endpoint, settings.agents, settings.desktop_password)
+        desktops.setServiceParent(root)
     return root

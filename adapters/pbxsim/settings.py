@@ -9,7 +9,7 @@ working simulator on 127.0.0.1.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _AGENT = re.compile(r"^[0-9A-Za-z_.-]{1,32}$")
 _DIGITS = re.compile(r"^[0-9*#]{1,32}$")
@@ -47,6 +47,10 @@ class SimulatorSettings:
     agi_timeout: float = 5.0
     ami_write_buffer: int = 4 * 1024 * 1024
     ami_auth_timeout: float = 30.0
+    # Simulated desktops: the agents sign in to ctid's CTI server and become ready.
+    desktops: bool = False
+    cti_endpoint: str = "tcp:127.0.0.1:7070"
+    desktop_password: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         for name in ("agents", "dnis", "supervisors", "answer_delay", "talk_time", "patience"):
