@@ -19,6 +19,7 @@ from ctid.adapters.pbxsim.service import makeSimulatorService
 from ctid.adapters.store.engine import make_engine
 from ctid.adapters.store.migrate import SchemaUpgrade
 from ctid.adapters.store.pool import DatabasePool
+from ctid.agentlog import AgentLogger
 from ctid.agents import AgentBoard
 from ctid.calls import CallLogger, CallModel
 from ctid.center import CallCenter
@@ -82,6 +83,7 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
     SchemaUpgrade(pool).setServiceParent(root)
     board = AgentBoard(reactor, wrap_up_time=config.agents.wrap_up_time,
                        not_hung_up_after=config.agents.not_hung_up_after)
+    AgentLogger(board)
     acd = ACD(config.acd.queues, reactor, rules=vip_rules(config.acd), cities=dict(config.acd.cities) or None)
     desk = AgentDesk(board, SQLDirectory(pool), station_prefix=config.agents.station_prefix, acd=acd,
                      queues=config.acd.queues)
