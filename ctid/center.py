@@ -4,7 +4,10 @@ Park and redirect (DESIGN.md): a caller who reaches ``ctid-wait`` sets
 ``CTID_PARKED=1`` on its channel; the :class:`CallCenter` queues the call in
 the ACD: the route rules (``[acd] routes``) pick the queue, the priority and
 data to attach — or send the caller to an external number; without rules the
-queue is ``CTID_QUEUE`` or the default.  When the ACD pairs it
+queue is ``CTID_QUEUE`` or the default.  The rules are asked again when the
+queue is all busy on arrival (``all_busy``), when an agent lets the call ring
+out (``no_answer``) and when it waits past the queue's ``max_wait``
+(``overflow``).  When the ACD pairs it
 with an agent, the agent is reserved, the desktop gets a ``Delivered``
 screen pop, and the switch is told ``Setvar CTID_TARGET`` (the agent's
 station), ``Setvar CTID_RING`` and ``Redirect`` to ``ctid-deliver``.  The
@@ -114,8 +117,27 @@ class CallCenter(Service):
         try:
             for offer in self.acd.tick():
                 self._deliver(offer)
+            for waiting in self.acd.expired():
+                self._overflow(waiting)
         except Exception:
             log.failure("ACD tick failed")
+
+    def _overflow(self, waiting: WaitingCall) -> None:
+        """A call waited past its queue's ``max_wait``: the overflow rule decides (else it waits on)."""
+        delivery = self.deliveries.get(waiting.call_id)
+        if delivery is None:
+            return
+        route = self._situation(delivery, "overflow")
+        if route is not None and route.kind == "external":
+            del self.deliveries[waiting.call_id]
+            self._send_out(waiting.call_id, delivery.channel, route)
+            return
+        if route is not None:
+            waiting.queue = route.target
+        log.info("call {call_id} overflows to {queue}", call_id=waiting.call_id, queue=waiting.queue)
+        offer = self.acd.enqueue(waiting)
+        if offer is not None:
+            self._deliver(offer)
 
     # -- agents -------------------------------------------------------------------------------------------
 
@@ -146,6 +168,9 @@ class CallCenter(Service):
             return
         data = {k: v for k, v in channel.variables.items() if k.startswith("CTID_") and k not in HIDDEN_VARIABLES}
         route = self._route(call.ani, call.dnis, data)
+        queue = route.target if route is not None and route.kind == "queue" else None
+        if queue is not None and self.acd.all_busy(queue):
+            route = self._route(call.ani, call.dnis, data, "all_busy") or route
         if route is not None and route.kind == "external":
             self._send_out(event.call_id, channel.name, route)
             return
@@ -166,15 +191,22 @@ class CallCenter(Service):
         if offer is not None:
             self._deliver(offer)
 
-    def _route(self, ani: str | None, dnis: str | None, data: dict[str, str]) -> Route | None:
+    def _route(self, ani: str | None, dnis: str | None, data: dict[str, str], state: str = "arrival") -> Route | None:
+        """The route rules' answer for a call in ``state`` (None: no rules file, or no rule for that state)."""
         if self.routes is None:
             return None
         now = datetime.fromtimestamp(self.clock.seconds(), UTC)
-        route = self.routes.route(CallFacts(ani or "", dnis or "", data), now)
+        route = self.routes.route(CallFacts(ani or "", dnis or "", data), now, state)
         if route is not None:
             log.debug("route {rule} for {ani} → {dnis}: {kind} {target}", rule=route.rule, ani=ani, dnis=dnis,
                       kind=route.kind, target=route.target)
         return route
+
+    def _situation(self, delivery: Delivery, state: str) -> Route | None:
+        """Ask the route rules about a queued call that met ``state`` (no_answer, overflow)."""
+        call = self.model.calls.get(delivery.waiting.call_id)
+        ani = call.ani if call else delivery.waiting.caller
+        return self._route(ani, call.dnis if call else None, dict(delivery.waiting.data), state)
 
     def _send_out(self, call_id: str, channel: str, route: Route) -> None:
         """An ``external`` route: the caller is sent to ``ctid-out`` to dial the number."""
@@ -329,9 +361,18 @@ class CallCenter(Service):
                 self.board.offer_cancelled(agent_id, event.call_id)
         except AgentStateError as e:
             log.warn("agent {agent} after a failed delivery: {error}", agent=agent_id, error=e.message)
+        route = self._situation(delivery, "no_answer")
+        if route is not None and route.kind == "external":
+            del self.deliveries[event.call_id]
+            self._send_out(event.call_id, delivery.channel, route)
+            return
         log.info("call {call_id}: agent {agent} did not answer ({status}); back to the head of {queue}",
                  call_id=event.call_id, agent=agent_id, status=event.dialstatus, queue=delivery.waiting.queue)
         self._requeue(delivery)
+        if route is not None and route.target != delivery.waiting.queue and self.acd.call(event.call_id):
+            offer = self.acd.move(event.call_id, route.target)
+            if offer is not None:
+                self._deliver(offer)
 
     def _on_ended(self, event: CallEnded) -> None:
         delivery = self.deliveries.pop(event.call_id, None)

@@ -144,3 +144,50 @@ async def test_direct_calls_keep_the_agent_busy_for_the_acd(daemon):
     assert states(events) == ["ready", "reserved", "ringing", "talking", "wrap_up", "ready"]
     assert not any(e.name == "Delivered" for e in events)
     await client.close()
+
+
+SITUATION_ROUTES = """
+timezone = "Asia/Shanghai"
+
+[[rules]]
+name = "busy-line"
+state = "all_busy"
+caller = ["136*"]
+external = "4008201111"
+
+[[rules]]
+name = "no-answer-line"
+state = "no_answer"
+external = "4008202222"
+
+[[rules]]
+name = "default"
+queue = "general"
+"""
+
+
+def dialled_out(seen, channel, number):
+    return [e for e in seen.of("DialBegin", Channel=channel) if number in (e.get("DialString") or "")]
+
+
+@pytest.mark.routes(SITUATION_ROUTES)
+@pytest_twisted.ensureDeferred
+async def test_all_busy_route_sends_the_caller_out(daemon):
+    """遇忙路由: with nobody free in the queue, the all_busy rule sends the caller to its number."""
+    seen = EventRecorder(daemon.world)
+    trunk = daemon.call_in("13600000000", "95566", script="1", patience=30)
+    await daemon.until(lambda: dialled_out(seen, trunk.name, "4008201111"), "the caller to be sent out")
+    assert daemon.root.getServiceNamed("center").acd.queue_length("general") == 0
+
+
+@pytest.mark.routes(SITUATION_ROUTES)
+@pytest.mark.sim(no_answer_rate="1")
+@pytest_twisted.ensureDeferred
+async def test_no_answer_route_sends_the_caller_out(daemon):
+    """无人应答路由: after a ring-no-answer the no_answer rule takes the call instead of the queue."""
+    seen = EventRecorder(daemon.world)
+    client, events = await signed_in(daemon, "1001")
+    trunk = daemon.call_in("13800138011", "95566", script="1", patience=30)
+    await daemon.until(lambda: dialled_out(seen, trunk.name, "4008202222"), "the caller to be sent out")
+    assert board(daemon).get("1001").state.value == "locked"
+    await client.close()
