@@ -32,6 +32,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "allow_logged_errors: the test expects errors in the log")
     config.addinivalue_line("markers", "sim(**settings): [pbxsim] settings for the daemon fixture")
     config.addinivalue_line("markers", "routes(text): a route rules file for the daemon fixture's [acd] routes")
+    config.addinivalue_line("markers", "queue(text): extra lines for the daemon fixture's [queue:general]")
 
 
 @pytest_twisted.async_yield_fixture
@@ -39,13 +40,16 @@ async def daemon(tmp_path, request):
     """The whole daemon running against the simulated switch on free loopback ports (no generated traffic).
 
     ``@pytest.mark.sim(key="value", …)`` overrides [pbxsim] settings for a test or module;
-    ``@pytest.mark.routes(text)`` gives it route rules.
+    ``@pytest.mark.routes(text)`` gives it route rules; ``@pytest.mark.queue(text)`` adds lines to its
+    ``[queue:general]`` section.
     """
     from tests.e2e import Daemon, daemon_config
 
     marker = request.node.get_closest_marker("sim")
     routes = request.node.get_closest_marker("routes")
-    running = Daemon(daemon_config(tmp_path, routes.args[0] if routes else None, **(marker.kwargs if marker else {})))
+    queue = request.node.get_closest_marker("queue")
+    running = Daemon(daemon_config(tmp_path, routes.args[0] if routes else None, queue.args[0] if queue else "",
+                                   **(marker.kwargs if marker else {})))
     await running.start()
     yield running
     await running.stop()

@@ -30,10 +30,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def daemon_config(tmp_path, routes: str | None = None, **sim: str) -> config.Config:
+def daemon_config(tmp_path, routes: str | None = None, queue: str = "", **sim: str) -> config.Config:
     """A configuration running the simulator on free ports, with no generated traffic.
 
-    ``routes``: the text of a route rules file for ``[acd] routes``.
+    ``routes``: the text of a route rules file for ``[acd] routes``; ``queue``: extra lines for the
+    ``[queue:general]`` section (skill group ``accounts``).
     """
     ami, agi, manhole, cti = free_port(), free_port(), free_port(), free_port()
     settings = {
@@ -56,6 +57,7 @@ def daemon_config(tmp_path, routes: str | None = None, **sim: str) -> config.Con
         + ("routes = routes.toml\n" if routes else "")
         +
         f"[customers]\naccount_key = {ACCOUNT_KEY}\n"
+        f"[queue:general]\ngroup = accounts\n{queue}\n"
         f"[manhole]\nenabled = yes\nendpoint = tcp:{manhole}:interface=127.0.0.1\npassword = e2e-manhole\n"
         f"[pbxsim]\nenabled = yes\nami_endpoint = tcp:{ami}:interface=127.0.0.1\n"
         f"agi_endpoint = tcp:127.0.0.1:{agi}:timeout=2\nsecret = e2e-secret\n"

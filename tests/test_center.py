@@ -191,3 +191,35 @@ async def test_no_answer_route_sends_the_caller_out(daemon):
     await daemon.until(lambda: dialled_out(seen, trunk.name, "4008202222"), "the caller to be sent out")
     assert board(daemon).get("1001").state.value == "locked"
     await client.close()
+
+
+async def strategy_scenario(daemon):
+    """1002 answers one call and is ready again first; then 1001 signs in: who gets the next call?"""
+    second, second_events = await signed_in(daemon, "1002")
+    first_call = daemon.call_in("13800138020", "95566", script="1", patience=30)
+    await daemon.until(lambda: daemon.of(CallEnded, call_id=first_call.linkedid), "1002's call to end")
+    await daemon.until(lambda: states(second_events)[-1:] == ["ready"], "1002 to be ready again")
+    first, first_events = await signed_in(daemon, "1001")
+    next_call = daemon.call_in("13800138021", "95566", script="1", patience=30)
+    pops = lambda: [e.data["call"] for e in first_events + second_events if e.name == "Delivered"]  # noqa: E731
+    await daemon.until(lambda: next_call.linkedid in pops(), "the next call to be offered")
+    taker = "1001" if any(e.name == "Delivered" for e in first_events) else "1002"
+    await first.close()
+    await second.close()
+    return taker
+
+
+@pytest.mark.queue("strategy = longest_idle")
+@pytest.mark.sim(talk_time="0.5 0.5")
+@pytest_twisted.ensureDeferred
+async def test_longest_idle_strategy_from_config(daemon):
+    """longest_idle: 1002 has been idle longer than 1001, who just signed in, so 1002 gets the call."""
+    assert await strategy_scenario(daemon) == "1002"
+
+
+@pytest.mark.queue("strategy = fewest_answered")
+@pytest.mark.sim(talk_time="0.5 0.5")
+@pytest_twisted.ensureDeferred
+async def test_fewest_answered_strategy_from_config(daemon):
+    """fewest_answered: 1001 has answered none (1002 one), so 1001 gets the call."""
+    assert await strategy_scenario(daemon) == "1001"
