@@ -53,3 +53,34 @@ async def daemon(tmp_path, request):
     await running.start()
     yield running
     await running.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "mysql"])
+def database_url(request, tmp_path_factory):
+    """A migrated database of each backend, shared by the module (MySQL: skipped, or failed under CI, if absent)."""
+    from ctid.adapters.store import migrate
+    from ctid.adapters.store.testing import MySQLUnavailable, mysql_required, temporary_mysql_database
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'ctid.db'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    try:
+        with temporary_mysql_database() as url:
+            migrate.upgrade(url)
+            yield url
+    except MySQLUnavailable as e:
+        if mysql_required():
+            pytest.fail(f"CTID_REQUIRE_MYSQL=1 but {e}")
+        pytest.skip(f"{e} (set CTID_TEST_MYSQL_URL, or CTID_REQUIRE_MYSQL=1 to fail instead)")
+
+
+def wipe_tables(connection):
+    """Runs in a database pool: empty every table (children first)."""
+    from sqlalchemy import delete
+
+    from ctid.adapters.store.schema import metadata
+
+    for table in reversed(metadata.sorted_tables):
+        connection.execute(delete(table))

@@ -36,6 +36,7 @@ from ctid.customers import (
     utc_naive,
 )
 from ctid.interfaces import ICustomerDirectory
+from tests.conftest import wipe_tables
 from tests.test_store import schema_differences
 
 KEY = b"test-account-key-0123456789abcdef"
@@ -147,30 +148,6 @@ def test_account_key_must_be_long_enough():
 # --- the contract, on SQLite and MySQL -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["sqlite", "mysql"])
-def database_url(request, tmp_path_factory):
-    """A migrated database of each backend, shared by the module (MySQL: skipped, or failed under CI, if absent)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('customers') / 'ctid.db'}"
-        migrate.upgrade(url)
-        yield url
-        return
-    try:
-        with temporary_mysql_database() as url:
-            migrate.upgrade(url)
-            yield url
-    except MySQLUnavailable as e:
-        if mysql_required():
-            pytest.fail(f"CTID_REQUIRE_MYSQL=1 but {e}")
-        pytest.skip(f"{e} (set CTID_TEST_MYSQL_URL, or CTID_REQUIRE_MYSQL=1 to fail instead)")
-
-
-def _wipe(connection):
-    """Runs in the pool: empty every table."""
-    for table in reversed(metadata.sorted_tables):
-        connection.execute(delete(table))
-
-
 @pytest_twisted.async_yield_fixture
 async def directory(database_url):
     """An SQLCustomers on a started thread pool, with three customers; emptied and stopped after.
@@ -195,7 +172,7 @@ async def directory(database_url):
     for day, channel, summary in [(10, "branch", "开户"), (20, "phone", "理财到期"), (15, "app", "登录失败")]:
         await directory.add_contact("C0001", datetime(2026, 11, day, 2, 0), channel, summary, "1001")
     yield directory
-    await pool.run(_wipe)
+    await pool.run(wipe_tables)
     await pool.stopService()
 
 

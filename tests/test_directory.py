@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent, globalLogPublisher
 from zope.interface.verify import verifyObject
@@ -22,7 +22,6 @@ from ctid.adapters.store import migrate
 from ctid.adapters.store.engine import make_engine
 from ctid.adapters.store.pool import DatabasePool, ThreadlessDatabasePool
 from ctid.adapters.store.schema import agent_skills, agents, metadata, skill_groups
-from ctid.adapters.store.testing import MySQLUnavailable, mysql_required, temporary_mysql_database
 from ctid.directory import (
     AuthenticationError,
     DirectoryError,
@@ -31,6 +30,7 @@ from ctid.directory import (
     split_list,
 )
 from ctid.interfaces import IDirectory, IDirectoryAdmin
+from tests.conftest import wipe_tables
 
 PASSWORD = "Tr0ub4dor&3"
 HASH_FORMAT = re.compile(r"^scrypt\$16384\$8\$1\$([A-Za-z0-9+/=]{24})\$([A-Za-z0-9+/=]{44})$")
@@ -114,30 +114,6 @@ def test_dummy_hash_costs_what_a_real_one_costs():
 # --- the contract, on SQLite and MySQL -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["sqlite", "mysql"])
-def database_url(request, tmp_path_factory):
-    """A migrated database of each backend, shared by the module (MySQL: skipped, or failed under CI, if absent)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('directory') / 'ctid.db'}"
-        migrate.upgrade(url)
-        yield url
-        return
-    try:
-        with temporary_mysql_database() as url:
-            migrate.upgrade(url)
-            yield url
-    except MySQLUnavailable as e:
-        if mysql_required():
-            pytest.fail(f"CTID_REQUIRE_MYSQL=1 but {e}")
-        pytest.skip(f"{e} (set CTID_TEST_MYSQL_URL, or CTID_REQUIRE_MYSQL=1 to fail instead)")
-
-
-def _wipe(connection):
-    """Runs in the pool: empty the directory tables."""
-    for table in reversed(metadata.sorted_tables):
-        connection.execute(delete(table))
-
-
 @pytest_twisted.async_yield_fixture
 async def directory(database_url):
     """An SQLDirectory on a started thread pool, with the five skill groups; emptied and stopped after."""
@@ -147,7 +123,7 @@ async def directory(database_url):
     for group in GROUPS:
         await directory.add_skill_group(group, f"{group} desk")
     yield directory
-    await pool.run(_wipe)
+    await pool.run(wipe_tables)
     await pool.stopService()
 
 
