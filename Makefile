@@ -24,6 +24,7 @@ $(STAMP): setup.cfg pyproject.toml
 run: venv
 	mkdir -p var
 	$(BIN)/python scripts/ctid-seed sqlite:///var/ctid.sqlite
+	$(BIN)/python scripts/ctid-seed-bank --generated 20 sqlite:///var/bank.sqlite
 	$(BIN)/twistd --pidfile= --logger ctid.logs.console_observer -n ctid --config $(CONFIG)
 
 lint: venv

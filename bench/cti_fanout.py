@@ -23,9 +23,10 @@ each, then only reads.  The parent reports:
    laid out in groups of 236: 10 teams of 20 agents with 3 supervisors per
    team, and 6 wallboards per group; a change of one agent is sent to the
    agent's own session, its team's 3 supervisors and its group's 6
-   wallboards (10 messages), each with the real ``session.send_event``
-   (numbered, kept for replay, JSON-encoded per session, written while the
-   client reads).  The event data is the desk's agent object plus
+   wallboards (10 messages, recipient lists built ahead), with the real
+   ``ctid.protocols.ctiapi.broadcast`` (JSON-encoded once, numbered and
+   kept for replay by each session, written while the client reads).  The
+   event data is the desk's agent object plus
    ``sent_ns`` (``time.time_ns()`` when the change was made); the child
    stamps each line with ``time.time_ns()`` after the ``recv`` that brought
    it: change-to-client latency, p50/p99/max.
@@ -37,10 +38,16 @@ each, then only reads.  The parent reports:
    1,500 recipients per change (the agent, its supervisors, and a fixed set
    of sessions following the whole centre); ``--wide`` seconds' worth of
    such changes are offered at 200/s and timed like phase 2.
+5. **The kernel's floor**: 20 lines to each of those 1,500 sockets with a
+   bare ``socket.send``, no reactor and no fan-out: the CPU one send costs
+   here, hence the most messages a second one core could write at all.
 
-It also prints the replay buffers' bytes (events kept 300 s for Resume),
-RSS after each phase, and garbage-collector pauses during the phases.
-Figures only: nothing is asserted.
+It also prints the replay buffers' bytes (events kept 300 s for Resume; an
+event's encoding is shared by its recipients), RSS after each phase, and
+garbage-collector pauses during the phases, and ends with the issue's
+targets, met or missed, and for a missed rate the CPU a message costs and
+how many cores 300,000 messages/s would take.  Figures only: nothing is
+asserted.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ TARGET_RATE, TARGET_P99_MS = 300_000, 5.0
 CHANGES_PER_SECOND = 200
 TEAMS, TEAM_SIZE, SUPERVISORS_PER_TEAM, WALLBOARDS = 10, 20, 3, 6
 GROUP = TEAMS * (TEAM_SIZE + SUPERVISORS_PER_TEAM) + WALLBOARDS
+FLOOR_ROUNDS = 20  # lines per recipient in the bare-send phase (small enough to fit the socket buffers)
 FD_RESERVE = 32  # descriptors kept free in each process (pipes, epoll, stdio, the listener …)
 SENT = re.compile(rb'"sent_ns":(\d+)')
 NOTICE = re.compile(rb'"id":null,"ok":false,"error":\{"code":"(\w+)"')
@@ -276,10 +284,13 @@ MOVES = [("ready", "not_ready", "ready", None), ("reserved", "ready", "reserve",
 
 
 class Driver:
-    """Makes agent-state changes and fans each out with ``send_event``; counts and times the work."""
+    """Makes agent-state changes and fans each out with ``broadcast``; counts and times the work."""
 
     def __init__(self, agents: list[tuple[object, list]], seed: int = 7):
-        self.agents = agents
+        from ctid.protocols.ctiapi import broadcast
+
+        self.broadcast = broadcast
+        self.agents = [(session, tuple(recipients)) for session, recipients in agents]
         self.rng = random.Random(seed)
         self.reset()
 
@@ -290,7 +301,7 @@ class Driver:
 
     def change(self) -> None:
         """One agent changes state: the event goes to the agent, its supervisors and wallboards."""
-        started = time.perf_counter()
+        started = time.process_time()
         session, recipients = self.agents[self.rng.randrange(len(self.agents))]
         agent = session.identity["agent"]
         state, previous, trigger, reason = MOVES[self.rng.randrange(len(MOVES))]
@@ -300,12 +311,9 @@ class Driver:
                 "available": state == "ready", "skills": {"accounts": 5, "cards": 3, "loans": 1},
                 "city": "Shanghai", "previous": previous, "trigger": trigger, "forced_by": None,
                 "sent_ns": time.time_ns()}
-        for target in recipients:
-            if target.connected:
-                target.send_event("AgentStateChanged", data)
-                self.messages += 1
+        self.messages += self.broadcast(recipients, "AgentStateChanged", data)
         self.changes += 1
-        self.busy += time.perf_counter() - started
+        self.busy += time.process_time() - started
 
 
 class GCWatch:
@@ -423,7 +431,7 @@ async def idle_clients(reactor, options, factory, port: int, wanted: int, capped
           + ("  (inflated by tracemalloc)" if options.tracemalloc else ""))
     if options.tracemalloc:
         report_tracemalloc(base_snapshot, held)
-    return control, held
+    return control, held, per_client
 
 
 def report_tracemalloc(base_snapshot, held: int) -> None:
@@ -443,9 +451,22 @@ def report_tracemalloc(base_snapshot, held: int) -> None:
         print(f"    {stat.size_diff / held:8,.0f} B  {stat.count_diff / held:5.1f} blocks  {where}")
 
 
+def replay_memory(factory) -> tuple[int, int]:
+    """What the sessions keep for Resume: bytes of the distinct event bodies, and references to them."""
+    bodies: dict[int, int] = {}
+    references = 0
+    for session in factory.registry:
+        entries = session.buffer._entries  # a look inside: one entry is shared by every recipient of its event
+        references += len(entries)
+        for entry in entries:
+            bodies[id(entry)] = len(entry[1])
+    return sum(bodies.values()), references
+
+
 def replay_bytes(factory) -> int:
-    """Bytes the sessions keep for Resume."""
-    return sum(session.buffer.kept_bytes for session in factory.registry)
+    """Bytes the replay buffers take: the distinct bodies plus a deque slot (~8 B) per reference."""
+    body_bytes, references = replay_memory(factory)
+    return body_bytes + 8 * references
 
 
 async def paced(reactor, control, driver: Driver, watch: GCWatch, seconds: float) -> dict:
@@ -503,8 +524,8 @@ async def saturate(reactor, control, driver: Driver, watch: GCWatch, seconds: fl
     return {**result, "produced": produced, "wall": wall, "server_cpu": cpu}
 
 
-def print_phase(title: str, driver: Driver, watch: GCWatch, result: dict, factory, targets: str = "") -> None:
-    """The figures of a fan-out phase; ``targets`` holds ``rate`` and/or ``p99`` for the issue's targets."""
+def print_phase(title: str, driver: Driver, watch: GCWatch, result: dict, factory, targets: str = "") -> dict:
+    """Print the figures of a fan-out phase (``targets``: ``rate`` and/or ``p99``, the issue's); return them."""
     sent, got, seconds = driver.messages, result["received"], result["produced"]
     span = max(result["last_ns"] - result["first_ns"], 1) / 1e9
     rate, p99 = got / span, result["p99"] / 1e6
@@ -516,21 +537,24 @@ def print_phase(title: str, driver: Driver, watch: GCWatch, result: dict, factor
     print(f"    change-to-client:      p50 {result['p50'] / 1e6:.2f} ms, p90 {result['p90'] / 1e6:.2f} ms,"
           f" p99 {p99:.2f} ms, p99.9 {result['p999'] / 1e6:.2f} ms, max {result['max'] / 1e6:.1f} ms"
           + (f"  [target p99 < {TARGET_P99_MS:.0f} ms: {_mark(p99 < TARGET_P99_MS)}]" if "p99" in targets else ""))
+    fan_out = driver.busy / max(sent, 1)
     elsewhere = max(result["server_cpu"] - driver.busy, 0) / max(sent, 1)
     print(f"    server CPU:            {result['server_cpu'] / result['wall'] * 100:.0f} % of one core;"
-          f" per message {driver.busy / max(sent, 1) * 1e6:.1f} µs in the send_event fan-out"
+          f" per message {fan_out * 1e6:.1f} µs in the broadcast fan-out (into the transports)"
           f" + {elsewhere * 1e6:.1f} µs elsewhere (reactor, socket writes)")
     print(f"    client CPU:            {result['cpu'] / result['wall'] * 100:.0f} % of one core"
           f" (the reader; near 100 % would mean it, not the server, set the pace)")
     print(f"    garbage collector:     {watch.summary()}")
     print(f"    connections closed:    {result['closed']}, notices {result['notices'] or 'none'}")
-    print(f"    replay buffers:        {replay_bytes(factory) / 2**20:.1f} MiB kept for Resume;"
-          f" server RSS {rss_kib() / 1024:.1f} MiB")
+    body_bytes, references = replay_memory(factory)
+    print(f"    replay buffers:        {replay_bytes(factory) / 2**20:.1f} MiB kept for Resume ({references:,} events"
+          f" sharing {body_bytes / 2**20:.1f} MiB of bodies); server RSS {rss_kib() / 1024:.1f} MiB")
+    return {"rate": rate, "p99": p99, "fan_out": fan_out, "elsewhere": elsewhere}
 
 
-def json_cost(driver: Driver, rounds: int = 20_000) -> float:
-    """Seconds to encode one AgentStateChanged line (``encode_event``, the per-session JSON step)."""
-    from ctid.protocols.cticodec import encode_event
+def json_cost(driver: Driver, rounds: int = 20_000) -> tuple[float, float]:
+    """Seconds to encode one AgentStateChanged body (once per change) and to number it (once per recipient)."""
+    from ctid.protocols.cticodec import encode_event_body, event_line
 
     session, _ = driver.agents[0]
     data = {"agent": session.identity["agent"], "name": "Agent 1", "station": "PJSIP/1", "state": "ready",
@@ -538,12 +562,81 @@ def json_cost(driver: Driver, rounds: int = 20_000) -> float:
             "skills": {"accounts": 5, "cards": 3, "loans": 1}, "city": "Shanghai", "previous": "not_ready",
             "trigger": "ready", "forced_by": None, "sent_ns": time.time_ns()}
     started = time.perf_counter()
+    for _ in range(rounds):
+        body = encode_event_body("AgentStateChanged", 1795360000.25, data)
+    encode = (time.perf_counter() - started) / rounds
+    started = time.perf_counter()
     for seq in range(rounds):
-        line = encode_event("AgentStateChanged", seq, 1795360000.25, dict(data))
-    elapsed = (time.perf_counter() - started) / rounds
-    print(f"one event line:            {len(line)} bytes; encode_event alone {elapsed * 1e6:.1f} µs"
-          f" (JSON is encoded once per recipient: the seq differs)")
-    return elapsed
+        line = event_line(seq, body)
+    number = (time.perf_counter() - started) / rounds
+    print(f"one event line:            {len(line)} bytes; the JSON body {encode * 1e6:.1f} µs once per change,"
+          f" numbering it {number * 1e6:.2f} µs per recipient")
+    return encode, number
+
+
+async def send_floor(reactor, control, recipients: tuple, rounds: int) -> dict:
+    """Phase 5: ``rounds`` event lines to each of ``recipients`` with a bare ``socket.send``, no reactor, no fan-out.
+
+    What the kernel alone costs per message here (one send per line, as when
+    every recipient gets one event per reactor turn).  Run after the other
+    phases have drained, so nothing else is queued on those sockets.
+    """
+    from ctid.protocols.cticodec import encode_event_body, event_line
+
+    await control.ask("reset")
+    sockets = [session.link.transport.socket for session in recipients if session.connected]
+    data = {"agent": "100000", "name": "Agent 100000", "station": "PJSIP/100000", "state": "ready", "reason": None,
+            "since": time.time(), "call": None, "pending": None, "available": True,
+            "skills": {"accounts": 5, "cards": 3, "loans": 1}, "city": "Shanghai", "previous": "not_ready",
+            "trigger": "ready", "forced_by": None}
+    sent = short = 0
+    started, cpu = time.perf_counter(), time.process_time()
+    for seq in range(1, rounds + 1):
+        line = event_line(seq, encode_event_body("AgentStateChanged", time.time(), {**data, "sent_ns": time.time_ns()}))
+        for sock in sockets:
+            try:
+                written = sock.send(line)
+            except BlockingIOError:
+                written = 0
+            sent += written == len(line)
+            short += written != len(line)
+        await sleep(reactor, 0)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    result = await control.ask(f"report {sent} 60", 90)
+    return {**result, "sent": sent, "short": short, "send_wall": wall, "send_cpu": cpu}
+
+
+def print_floor(result: dict, recipients: int) -> float:
+    """Print the bare-send figures; return the CPU seconds one send costs."""
+    per_send = result["send_cpu"] / max(result["sent"], 1)
+    print(f"bare socket.send floor:    {result['sent']:,} lines to {recipients:,} sockets"
+          f" in {result['send_wall']:.2f} s"
+          f" ({result['short']} short): {per_send * 1e6:.1f} µs of CPU per send ="
+          f" at most {1 / max(per_send, 1e-9):,.0f} msgs/s on one core before any Python fan-out;"
+          f" delivered {result['received']:,}, p99 {result['p99'] / 1e6:.2f} ms")
+    return per_send
+
+
+def print_verdict(held: int, capped: bool, per_client: float, calm: dict, wide: dict, per_send: float) -> None:
+    """Which of the issue's targets this run met, and, for the rate, what stands in the way."""
+    print("targets:")
+    print(f"    {TARGET_CLIENTS:,} idle clients:        {_mark(held >= TARGET_CLIENTS)} ({held:,} held"
+          + ("; RLIMIT_NOFILE capped the run" if capped else "") + ")")
+    print(f"    <= {TARGET_KB_PER_CLIENT:.0f} KB per client:       {_mark(per_client <= TARGET_KB_PER_CLIENT * 1024)}"
+          f" ({per_client / 1024:.1f} KiB)")
+    print(f"    p99 < {TARGET_P99_MS:.0f} ms, paced load:    {_mark(calm['p99'] < TARGET_P99_MS)}"
+          f" ({calm['p99']:.2f} ms at {CHANGES_PER_SECOND} changes/s x {1 + SUPERVISORS_PER_TEAM + WALLBOARDS})")
+    print(f"    {TARGET_RATE:,} msgs/s, p99 < {TARGET_P99_MS:.0f} ms: {_mark(wide['rate'] >= TARGET_RATE)}"
+          f" ({wide['rate']:,.0f} msgs/s, p99 {wide['p99']:,.1f} ms)")
+    if wide["rate"] >= TARGET_RATE:
+        return
+    per_message = wide["fan_out"] + wide["elsewhere"]
+    print(f"    why: a message costs {wide['fan_out'] * 1e6:.1f} µs of CPU in broadcast (numbering, replay,"
+          f" transport.write) + {wide['elsewhere'] * 1e6:.1f} µs in the reactor and the kernel (the bare send()"
+          f" alone {per_send * 1e6:.1f} µs) = {per_message * 1e6:.1f} µs: at most {1 / max(per_message, 1e-9):,.0f}"
+          f" msgs/s on one core.  {TARGET_RATE:,} msgs/s needs {TARGET_RATE * per_message:.1f} cores of this work"
+          f" ({TARGET_RATE * per_send:.1f} for the send() calls alone): out of reach for one CPython process on one"
+          f" core; it needs the sessions spread over that many processes, or the fan-out and writes in C.")
 
 
 def wide_layout(agents: list[tuple[object, list]], sessions: list, width: int, seed: int = 11) -> list:
@@ -579,7 +672,7 @@ async def run(reactor, options) -> None:
     port = reactor.listenTCP(0, factory, backlog=4096, interface="127.0.0.1").getHost().port
     print(f"clients asked:             {options.clients:,}; RLIMIT_NOFILE soft {soft:,} hard {hard:,}"
           f" -> {wanted:,} connections" + (" (CAPPED by the hard limit)" if capped else ""))
-    control, held = await idle_clients(reactor, options, factory, port, wanted, capped)
+    control, held, per_client = await idle_clients(reactor, options, factory, port, wanted, capped)
     sessions = sorted((s for s in factory.registry if s.logged_in), key=lambda s: int(s.identity["agent"]))
     agents, supervisors, boards = build_layout(sessions)
     print(f"fan-out layout:            {len(agents):,} agents in teams of {TEAM_SIZE}, {supervisors:,} supervisors"
@@ -592,8 +685,8 @@ async def run(reactor, options) -> None:
     driver, watch = Driver(agents), GCWatch()
     json_cost(driver)
     result = await paced(reactor, control, driver, watch, options.paced)
-    print_phase(f"paced fan-out ({CHANGES_PER_SECOND} changes/s for {options.paced:g} s of changes)", driver, watch,
-                result, factory, "p99")
+    calm = print_phase(f"paced fan-out ({CHANGES_PER_SECOND} changes/s for {options.paced:g} s of changes)", driver,
+                       watch, result, factory, "p99")
     steady = replay_bytes(factory) / result["produced"] * factory.settings.replay_age
     print(f"    replay at steady state: ~{steady / 2**20:,.0f} MiB = {steady / 1024 / held:.1f} KiB per client more"
           f" (this load for replay_age {factory.settings.replay_age:g} s, under the per-session caps)")
@@ -603,9 +696,12 @@ async def run(reactor, options) -> None:
     width = TARGET_RATE // CHANGES_PER_SECOND
     driver = Driver(wide_layout(agents, sessions, width))
     result = await paced(reactor, control, driver, watch, options.wide)
-    print_phase(f"the issue's load: {CHANGES_PER_SECOND} changes/s x {width:,} recipients"
-                f" = {TARGET_RATE:,} msgs/s offered, {options.wide:g} s of changes", driver, watch, result, factory,
-                "rate p99")
+    wide = print_phase(f"the issue's load: {CHANGES_PER_SECOND} changes/s x {width:,} recipients"
+                       f" = {TARGET_RATE:,} msgs/s offered, {options.wide:g} s of changes", driver, watch, result,
+                       factory, "rate p99")
+    recipients = driver.agents[0][1]
+    per_send = print_floor(await send_floor(reactor, control, recipients, FLOOR_ROUNDS), len(recipients))
+    print_verdict(held, bool(capped), per_client, calm, wide, per_send)
     control.quit()
     await sleep(reactor, 0.5)
 

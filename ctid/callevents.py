@@ -298,13 +298,14 @@ class Channel:
 
     ``context``/``exten`` are as at creation (``Newexten`` is not followed, it
     is too chatty); ``state`` is the AMI ChannelState number (6 is Up);
-    ``answered_at`` is when this leg went Up; ``dtmf`` the digits it received.
+    ``answered_at`` is when this leg went Up; ``dtmf`` the digits it received outside ctid's IVR
+    (``in_ivr``: the leg ran an AGI command and has not been bridged since — its keys stay private).
     """
 
     __slots__ = ("uniqueid", "linkedid", "name", "state", "state_desc", "caller_num", "caller_name",
                  "connected_num", "connected_name", "context", "exten", "created_at", "answered_at",
                  "hungup_at", "cause", "cause_txt", "bridge_id", "on_hold", "moh", "recording",
-                 "variables", "dtmf", "dial_status", "conference")
+                 "variables", "dtmf", "dial_status", "conference", "in_ivr")
 
     def __init__(self, uniqueid: str, linkedid: str, name: str, state: int | None, state_desc: str | None,
                  caller_num: str | None, caller_name: str | None, connected_num: str | None,
@@ -333,6 +334,7 @@ class Channel:
         self.dtmf = ""
         self.dial_status: str | None = None
         self.conference: str | None = None
+        self.in_ivr = False
 
     def __repr__(self) -> str:
         return f"<Channel {self.name} {self.uniqueid} call={self.linkedid} state={self.state}>"

@@ -140,6 +140,7 @@ class CallModel(CallSync):
             "Hangup": self._on_hangup,
             "VarSet": self._on_varset,
             "DTMFEnd": self._on_dtmf_end,
+            "AGIExecStart": self._on_agi_command,
             "BlindTransfer": self._on_blind_transfer,
             "AttendedTransfer": self._on_attended_transfer,
             "LocalBridge": self._on_local,
@@ -298,13 +299,18 @@ class CallModel(CallSync):
         if channel is not None:
             channel.moh = False
 
+    def _on_agi_command(self, event: AMIEvent) -> None:
+        channel, _ = self._leg(event)
+        if channel is not None:
+            channel.in_ivr = True
+
     def _on_dtmf_end(self, event: AMIEvent) -> None:
         if event.get("Direction") != "Received":
             return
         digit = event.get("Digit") or ""
         channel, call = self._leg(event)
-        if channel is None or not digit:
-            return
+        if channel is None or not digit or channel.in_ivr:
+            return  # keys typed into ctid's IVR (card numbers, passwords) are not the model's to keep
         channel.dtmf = (channel.dtmf + digit)[-DTMF_KEEP:]
         call.dtmf = (call.dtmf + digit)[-DTMF_KEEP:]
         self._publish(DigitsReceived(call.linkedid, channel.uniqueid, digit))
@@ -433,6 +439,7 @@ class CallModel(CallSync):
         if channel is None or bridge is None:
             return
         self._join(channel, bridge)
+        channel.in_ivr = False
         if bridge.type == "basic" and len(bridge.channels) > 1:
             # Asterisk moved every member to the oldest Linkedid before announcing the
             # entry, so the entering channel's Linkedid is the one for all of them.

@@ -30,12 +30,14 @@ Pure coordination: no sockets, no SQL; the switch is reached through IPBX.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,16 +45,35 @@ from twisted.python.failure import Failure
 from ctid.acd import ACD, AgentInfo, Offer, WaitingCall
 from ctid.agents import AgentBoard
 from ctid.agentstate import AgentRecord, AgentStateError
-from ctid.calls import CallAnswered, CallEnded, CallModel, DeliveryFailed, LegAdded, LegRemoved, VariableSet
+from ctid.announce import VoiceMessage, WaitInfo
+from ctid.calls import (
+    CallAnswered,
+    CallEnded,
+    CallModel,
+    DeliveryFailed,
+    LegAdded,
+    LegRemoved,
+    OriginateFailed,
+    VariableSet,
+)
 from ctid.customers import CustomerProfile, redact
 from ctid.interfaces import IPBX, ICustomerDirectory
 from ctid.routing import CallFacts, Route, RouteTable
+from ctid.waitpolicy import WaitPolicy
 
 log = Logger()
 
 DELIVER_CONTEXT = "ctid-deliver"
 OUT_CONTEXT = "ctid-out"
-HIDDEN_VARIABLES = frozenset({"CTID_PARKED", "CTID_TARGET", "CTID_RING"})
+WAIT_CONTEXT = "ctid-wait"
+ANNOUNCE_CONTEXT = "ctid-announce"
+IVR_CONTEXT = "ctid-ivr"
+VOICEMAIL_CONTEXT = "ctid-voicemail"
+HIDDEN_VARIABLES = frozenset({"CTID_PARKED", "CTID_TARGET", "CTID_RING", "CTID_FLOW", "CTID_MAILBOX",
+                              "CTID_CALLBACK"})
+#: Seconds after queueing before the first announcement; longest an announcement may hold a call.
+FIRST_ANNOUNCEMENT = 2.0
+ANNOUNCEMENT_LIMIT = 90.0
 
 
 @dataclass
@@ -60,9 +81,16 @@ class Delivery:
     """A call from the moment it is queued until it ends."""
 
     waiting: WaitingCall
-    channel: str
+    channel: str | None
     agent_id: str | None = None
     answered_at: float | None = None
+    #: An announcement is playing (``ctid-announce``); a delivery waits for it to end.
+    announcing: bool = False
+    held_station: str | None = None
+    timer: IDelayedCall | None = None
+    #: Virtual hold: the number to call back, and the tries so far.
+    callback: str | None = None
+    attempts: int = 0
 
 
 class CallCenter(Service):
@@ -77,8 +105,14 @@ class CallCenter(Service):
     def __init__(self, model: CallModel, board: AgentBoard, acd: ACD, pbx: IPBX, desk: Any,
                  default_queue: str, ring_time: int, clock: Any, tick_interval: float = 1.0,
                  customers: ICustomerDirectory | None = None, lookup_timeout: float = 0.5,
-                 routes: RouteTable | None = None):
+                 routes: RouteTable | None = None, wait_policy: Callable[[str], WaitPolicy] | None = None,
+                 on_voice_message: Callable[[VoiceMessage], None] | None = None):
         self.routes = routes
+        self.wait_policy = wait_policy or (lambda queue: WaitPolicy())
+        self.on_voice_message = on_voice_message
+        self.by_channel: dict[str, str] = {}  # waiting caller's channel name -> call id
+        self.mailboxes: dict[str, tuple[str, str, str]] = {}  # channel name -> (call id, caller, mailbox)
+        self.flows_run: dict[str, set[str]] = {}  # call id -> IVR flows a route rule already sent it to
         self.customers = customers
         self.lookup_timeout = lookup_timeout
         self.tick_interval = tick_interval
@@ -94,6 +128,7 @@ class CallCenter(Service):
             LegAdded: self._on_leg,
             CallAnswered: self._on_answered,
             DeliveryFailed: self._on_delivery_failed,
+            OriginateFailed: self._on_originate_failed,
             CallEnded: self._on_ended,
             LegRemoved: self._on_leg_removed,
         }
@@ -128,9 +163,8 @@ class CallCenter(Service):
         if delivery is None:
             return
         route = self._situation(delivery, "overflow")
-        if route is not None and route.kind == "external":
-            del self.deliveries[waiting.call_id]
-            self._send_out(waiting.call_id, delivery.channel, route)
+        if route is not None and route.kind != "queue":
+            self._leave_queue(delivery, route)
             return
         if route is not None:
             waiting.queue = route.target
@@ -138,6 +172,8 @@ class CallCenter(Service):
         offer = self.acd.enqueue(waiting)
         if offer is not None:
             self._deliver(offer)
+        elif not delivery.announcing:
+            self._plan_announcement(delivery)
 
     # -- agents -------------------------------------------------------------------------------------------
 
@@ -160,7 +196,12 @@ class CallCenter(Service):
             handler(event)
 
     def _on_variable(self, event: VariableSet) -> None:
-        if event.name != "CTID_PARKED" or event.value != "1" or event.call_id in self.deliveries:
+        if event.name != "CTID_PARKED" or event.value != "1":
+            return
+        delivery = self.deliveries.get(event.call_id)
+        if delivery is not None:
+            if delivery.channel is None and delivery.agent_id is not None:
+                self._callback_answered(delivery, event.uniqueid)
             return
         channel = self.model.channels.get(event.uniqueid)
         call = self.model.calls.get(event.call_id)
@@ -168,11 +209,13 @@ class CallCenter(Service):
             return
         data = {k: v for k, v in channel.variables.items() if k.startswith("CTID_") and k not in HIDDEN_VARIABLES}
         route = self._route(call.ani, call.dnis, data)
+        if route is not None and route.kind == "ivr" and route.target in self.flows_run.get(event.call_id, ()):
+            route = None  # back from the flow the rules sent it to: it asked for an agent
         queue = route.target if route is not None and route.kind == "queue" else None
         if queue is not None and self.acd.all_busy(queue):
             route = self._route(call.ani, call.dnis, data, "all_busy") or route
-        if route is not None and route.kind == "external":
-            self._send_out(event.call_id, channel.name, route)
+        if route is not None and route.kind != "queue":
+            self._send_elsewhere(event.call_id, channel.name, call.ani or "", route)
             return
         queue = route.target if route is not None else channel.variables.get("CTID_QUEUE") or self.default_queue
         priority = None
@@ -186,10 +229,13 @@ class CallCenter(Service):
             log.warn("call {call_id} could not be queued in {queue}: {error}", call_id=event.call_id, queue=queue,
                      error=str(e))
             return
-        self.deliveries[event.call_id] = Delivery(waiting, channel.name)
+        delivery = self.deliveries[event.call_id] = Delivery(waiting, channel.name)
+        self.by_channel[channel.name] = event.call_id
         log.info("call {call_id} from {ani} queued in {queue}", call_id=event.call_id, ani=call.ani, queue=queue)
         if offer is not None:
             self._deliver(offer)
+        else:
+            self._plan_announcement(delivery, FIRST_ANNOUNCEMENT)
 
     def _route(self, ani: str | None, dnis: str | None, data: dict[str, str], state: str = "arrival") -> Route | None:
         """The route rules' answer for a call in ``state`` (None: no rules file, or no rule for that state)."""
@@ -208,17 +254,42 @@ class CallCenter(Service):
         ani = call.ani if call else delivery.waiting.caller
         return self._route(ani, call.dnis if call else None, dict(delivery.waiting.data), state)
 
-    def _send_out(self, call_id: str, channel: str, route: Route) -> None:
-        """An ``external`` route: the caller is sent to ``ctid-out`` to dial the number."""
-        log.info("call {call_id} routed by {rule} to external number {number}", call_id=call_id, rule=route.rule,
-                 number=route.target)
-        self.pbx.redirect(channel, OUT_CONTEXT, route.target).addErrback(
-            lambda failure: log.warn("call {call_id}: could not send it to {number}: {error}", call_id=call_id,
-                                     number=route.target, error=failure.getErrorMessage()))
+    def _send_elsewhere(self, call_id: str, channel: str, caller: str, route: Route) -> None:
+        """A route to an external number, an IVR flow or a voicemail box (not a queue)."""
+        log.info("call {call_id} routed by {rule} to {kind} {target}", call_id=call_id, rule=route.rule,
+                 kind=route.kind, target=route.target)
+        if route.kind == "external":
+            sent = self.pbx.redirect(channel, OUT_CONTEXT, route.target)
+        elif route.kind == "ivr":
+            self.flows_run.setdefault(call_id, set()).add(route.target)
+            sent = self._send_to(channel, IVR_CONTEXT, "CTID_FLOW", route.target)
+        else:
+            self.mailboxes[channel] = (call_id, caller, route.target)
+            sent = self._send_to(channel, VOICEMAIL_CONTEXT, "CTID_MAILBOX", route.target)
+        sent.addErrback(lambda failure: log.warn("call {call_id}: could not send it to {kind} {target}: {error}",
+                                                 call_id=call_id, kind=route.kind, target=route.target,
+                                                 error=failure.getErrorMessage()))
+
+    def _send_to(self, channel: str, context: str, variable: str, value: str) -> Deferred[None]:
+        async def go() -> None:
+            await self.pbx.set_variable(channel, variable, value)
+            await self.pbx.redirect(channel, context, "s")
+        return Deferred.fromCoroutine(go())
+
+    def _leave_queue(self, delivery: Delivery, route: Route) -> None:
+        """A queued call that a situation rule sends out of the ACD (not to another queue)."""
+        call_id, channel = delivery.waiting.call_id, delivery.channel
+        self._forget(delivery)
+        self.acd.abandon(call_id)
+        if channel is not None:
+            self._send_elsewhere(call_id, channel, delivery.waiting.caller, route)
 
     def _deliver(self, offer: Offer) -> None:
         delivery = self.deliveries.get(offer.call.call_id)
         if delivery is None:
+            return
+        if delivery.callback is not None:
+            self._place_callback(delivery, offer)
             return
         agent_id, call_id = offer.agent_id, offer.call.call_id
         try:
@@ -228,12 +299,20 @@ class CallCenter(Service):
                      error=e.message)
             self._requeue(delivery)
             return
+        self._cancel_timer(delivery)
         delivery.agent_id = agent_id
         station = self.board.get(agent_id).station
         Deferred.fromCoroutine(self._pop(agent_id, offer)).addErrback(
             lambda failure: log.failure("screen pop for call {call_id} failed", failure, call_id=call_id))
         log.info("call {call_id} offered to agent {agent} on {station} after {waited:.1f}s",
                  call_id=call_id, agent=agent_id, station=station, waited=offer.waited)
+        if delivery.announcing:
+            delivery.held_station = station  # sent on when the announcement ends (it ends early)
+            return
+        self._send_to_agent(delivery, station)
+
+    def _send_to_agent(self, delivery: Delivery, station: str) -> None:
+        assert delivery.channel is not None
         Deferred.fromCoroutine(self._redirect(delivery.channel, station)).addErrback(
             self._redirect_failed, delivery)
 
@@ -248,6 +327,8 @@ class CallCenter(Service):
             "queue": offer.queue,
             "waited": round(offer.waited, 1),
             "priority": offer.call.priority,
+            "callback": self.deliveries[offer.call.call_id].callback if offer.call.call_id in self.deliveries
+            else None,
             "data": {name: redact(value) for name, value in offer.call.data.items()},
             "customer": None,
         }
@@ -284,6 +365,8 @@ class CallCenter(Service):
         offer = self.acd.requeue_at_head(delivery.waiting)
         if offer is not None:
             self._deliver(offer)
+        else:
+            self._plan_announcement(delivery)
 
     def _release(self, agent_id: str, call_id: str) -> None:
         try:
@@ -362,9 +445,8 @@ class CallCenter(Service):
         except AgentStateError as e:
             log.warn("agent {agent} after a failed delivery: {error}", agent=agent_id, error=e.message)
         route = self._situation(delivery, "no_answer")
-        if route is not None and route.kind == "external":
-            del self.deliveries[event.call_id]
-            self._send_out(event.call_id, delivery.channel, route)
+        if route is not None and route.kind != "queue":
+            self._leave_queue(delivery, route)
             return
         log.info("call {call_id}: agent {agent} did not answer ({status}); back to the head of {queue}",
                  call_id=event.call_id, agent=agent_id, status=event.dialstatus, queue=delivery.waiting.queue)
@@ -375,9 +457,20 @@ class CallCenter(Service):
                 self._deliver(offer)
 
     def _on_ended(self, event: CallEnded) -> None:
-        delivery = self.deliveries.pop(event.call_id, None)
+        self.flows_run.pop(event.call_id, None)
+        delivery = self.deliveries.get(event.call_id)
         if delivery is None:
             return
+        if delivery.callback is not None:
+            if delivery.agent_id is None:  # the caller hung up after booking: the place in line is kept
+                self._forget_channel(delivery)
+                log.info("call {call_id}: call-back to {number} keeps place {position} in {queue}",
+                         call_id=event.call_id, number=delivery.callback, queue=delivery.waiting.queue,
+                         position=self.acd.position(event.call_id))
+            else:
+                self._callback_failed(delivery, "the call-back ended before it reached the agent")
+            return
+        self._forget(delivery)
         agent_id = delivery.agent_id
         if delivery.answered_at is not None and agent_id is not None:
             self.acd.call_completed(delivery.waiting.queue, event.at - delivery.answered_at)
@@ -388,6 +481,161 @@ class CallCenter(Service):
             self._release(agent_id, event.call_id)
         log.info("call {call_id} abandoned while waiting in {queue}", call_id=event.call_id,
                  queue=delivery.waiting.queue)
+
+    def _forget(self, delivery: Delivery) -> None:
+        """Drop a delivery: its timers, its channel index, its entry."""
+        self._cancel_timer(delivery)
+        self._forget_channel(delivery)
+        self.deliveries.pop(delivery.waiting.call_id, None)
+
+    def _forget_channel(self, delivery: Delivery) -> None:
+        if delivery.channel is not None:
+            self.by_channel.pop(delivery.channel, None)
+            self.mailboxes.pop(delivery.channel, None)
+            delivery.channel = None
+
+    def _cancel_timer(self, delivery: Delivery) -> None:
+        if delivery.timer is not None and delivery.timer.active():
+            delivery.timer.cancel()
+        delivery.timer = None
+
+    # -- waiting callers: announcements, voice messages, call-backs (virtual hold) ---------------------------
+
+    def _plan_announcement(self, delivery: Delivery, delay: float | None = None) -> None:
+        policy = self.wait_policy(delivery.waiting.queue)
+        if not policy.announce_every or delivery.channel is None:
+            return
+        self._cancel_timer(delivery)
+        delivery.timer = self.clock.callLater(policy.announce_every if delay is None else delay,
+                                              self._announce, delivery)
+
+    def _announce(self, delivery: Delivery) -> None:
+        delivery.timer = None
+        if delivery.agent_id is not None or delivery.channel is None or self.acd.call(delivery.waiting.call_id) \
+                is None:
+            return
+        delivery.announcing = True
+        delivery.timer = self.clock.callLater(ANNOUNCEMENT_LIMIT, self.announcement_over, delivery.waiting.call_id)
+        self.pbx.redirect(delivery.channel, ANNOUNCE_CONTEXT, "s").addErrback(
+            lambda failure: self.announcement_over(delivery.waiting.call_id))
+
+    def waiting_info(self, channel: str) -> WaitInfo | None:
+        """For the ``wait`` script: the waiting call on ``channel``, its place and estimated wait."""
+        call_id = self.by_channel.get(channel)
+        delivery = self.deliveries.get(call_id) if call_id is not None else None
+        position = self.acd.position(call_id) if call_id is not None else None
+        if delivery is None or position is None:
+            return None
+        queue = delivery.waiting.queue
+        return WaitInfo(call_id, delivery.waiting.caller, queue, position, self.acd.estimated_wait(call_id),
+                        self.wait_policy(queue))
+
+    def agent_ready(self, call_id: str) -> bool:
+        """Whether an agent is already reserved for ``call_id`` (the announcement stops)."""
+        delivery = self.deliveries.get(call_id)
+        return delivery is not None and delivery.agent_id is not None
+
+    def announcement_over(self, call_id: str) -> None:
+        """The caller is back from ``ctid-announce``: on to the reserved agent, or wait for the next one."""
+        delivery = self.deliveries.get(call_id)
+        if delivery is None or not delivery.announcing:
+            return
+        delivery.announcing = False
+        self._cancel_timer(delivery)
+        station, delivery.held_station = delivery.held_station, None
+        if station is not None and delivery.agent_id is not None and delivery.channel is not None:
+            self._send_to_agent(delivery, station)
+        elif delivery.agent_id is None and delivery.callback is None:
+            self._plan_announcement(delivery)
+
+    def message_left(self, message: VoiceMessage) -> None:
+        """A caller left a voice message: it leaves its queue; the message goes to the records."""
+        delivery = self.deliveries.get(message.call_id)
+        if delivery is not None and delivery.agent_id is None:
+            self._forget(delivery)
+            self.acd.abandon(message.call_id)
+        if self.on_voice_message is not None:
+            self.on_voice_message(message)
+
+    def mailbox_of(self, channel: str) -> tuple[str, str, str] | None:
+        """For the ``voicemail`` script: (call id, caller, mailbox) a route rule sent ``channel`` to."""
+        return self.mailboxes.pop(channel, None)
+
+    def call_back(self, call_id: str, number: str) -> bool:
+        """Book a call-back to ``number`` for a waiting call (it keeps its place); False if it cannot."""
+        delivery = self.deliveries.get(call_id)
+        if delivery is None or delivery.agent_id is not None or self.acd.call(call_id) is None \
+                or not self.wait_policy(delivery.waiting.queue).offer_callback:
+            return False
+        delivery.callback = number
+        log.info("call {call_id}: call-back to {number} booked at place {position} in {queue}", call_id=call_id,
+                 number=number, position=self.acd.position(call_id), queue=delivery.waiting.queue)
+        return True
+
+    def _place_callback(self, delivery: Delivery, offer: Offer) -> None:
+        """The booked call's turn came: reserve the agent, then ring the customer (``Local/…@ctid-out``)."""
+        waiting, number = delivery.waiting, delivery.callback
+        assert number is not None
+        delivery.attempts += 1
+        old_id = waiting.call_id
+        new_id = f"ctid-cb-{old_id}-{delivery.attempts}"
+        try:
+            self.board.reserve(offer.agent_id, new_id)
+        except AgentStateError as e:
+            log.warn("agent {agent} could not take call-back {call_id}: {error}", agent=offer.agent_id,
+                     call_id=old_id, error=e.message)
+            self._requeue(delivery)
+            return
+        del self.deliveries[old_id]
+        waiting.call_id = new_id
+        self.deliveries[new_id] = delivery
+        delivery.agent_id = offer.agent_id
+        Deferred.fromCoroutine(self._pop(offer.agent_id, offer)).addErrback(
+            lambda failure: log.failure("screen pop for call-back {call_id} failed", failure, call_id=new_id))
+        log.info("call-back {call_id}: agent {agent} reserved, calling {number} (try {attempt})", call_id=new_id,
+                 agent=offer.agent_id, number=number, attempt=delivery.attempts)
+        ring = self.wait_policy(waiting.queue).callback_ring
+        self.pbx.originate(f"Local/{number}@{OUT_CONTEXT}/n", context=WAIT_CONTEXT, exten="s", caller_id=number,
+                           timeout=ring, variables={"CTID_CALLBACK": old_id}, channel_id=new_id).addErrback(
+            lambda failure: self._callback_failed(delivery, failure.getErrorMessage()))
+
+    def _callback_answered(self, delivery: Delivery, uniqueid: str) -> None:
+        """The customer answered the call-back and is parked: on to the reserved agent."""
+        channel = self.model.channels.get(uniqueid)
+        if channel is None or delivery.agent_id is None:
+            return
+        delivery.channel, delivery.callback = channel.name, None
+        self.by_channel[channel.name] = delivery.waiting.call_id
+        log.info("call-back {call_id}: the customer answered; ringing agent {agent}",
+                 call_id=delivery.waiting.call_id, agent=delivery.agent_id)
+        self._send_to_agent(delivery, self.board.get(delivery.agent_id).station)
+
+    def _on_originate_failed(self, event: OriginateFailed) -> None:
+        delivery = self.deliveries.get(event.uniqueid or "")
+        if delivery is not None and delivery.callback is not None and delivery.agent_id is not None:
+            self._callback_failed(delivery, f"no answer (reason {event.reason})")
+
+    def _callback_failed(self, delivery: Delivery, why: str) -> None:
+        """The customer was not reached: release the agent; try again later, or give up."""
+        agent_id, delivery.agent_id = delivery.agent_id, None
+        if agent_id is None:
+            return
+        call_id = delivery.waiting.call_id
+        self._release(agent_id, call_id)
+        policy = self.wait_policy(delivery.waiting.queue)
+        if delivery.attempts >= policy.callback_attempts:
+            self._forget(delivery)
+            log.warn("call-back {call_id} to {number} given up after {attempts} tries: {why}", call_id=call_id,
+                     number=delivery.callback, attempts=delivery.attempts, why=why)
+            return
+        log.info("call-back {call_id} to {number} failed ({why}); next try in {retry:.0f}s", call_id=call_id,
+                 number=delivery.callback, why=why, retry=policy.callback_retry)
+        delivery.timer = self.clock.callLater(policy.callback_retry, self._retry_callback, delivery)
+
+    def _retry_callback(self, delivery: Delivery) -> None:
+        delivery.timer = None
+        if self.deliveries.get(delivery.waiting.call_id) is delivery:
+            self._requeue(delivery)
 
     def _signal(self, signal: Any, delivery: Delivery) -> None:
         try:

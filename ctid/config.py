@@ -21,8 +21,13 @@ from twisted.internet.testing import MemoryReactor
 
 from ctid.acd import QueueConfig
 from ctid.acd.strategies import STRATEGIES
+from ctid.adapters.corebank.pinblock import PinBlockError, parse_key
 from ctid.adapters.pbxsim.settings import SettingsError, SimulatorSettings
+from ctid.ivr.loader import load_library
+from ctid.ivr.model import FlowError, FlowLibrary
+from ctid.reportsettings import REPORT_SCHEMA, ReportSettings
 from ctid.routing import RouteError, RouteTable, load_routes
+from ctid.waitpolicy import POLICY_KEYS, WaitPolicy
 
 
 class ConfigError(Exception):
@@ -77,6 +82,17 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class RecordSettings:
+    """[records]: the write-behind of records (CDRs, service logs…) and its spool."""
+
+    spool: str = "var/records.spool"
+    batch_size: int = 500
+    flush_interval: float = 0.2
+    max_queue: int = 20000
+    fsync_interval: float = 1.0
+
+
+@dataclass(frozen=True)
 class CustomerSettings:
     """[customers]: the customer directory behind the screen pop."""
 
@@ -117,6 +133,46 @@ class ACDSettings:
     vip_priority: int = 10
     cities: tuple[tuple[str, str], ...] = ()
     routes: RouteTable | None = None
+    waiting: tuple[tuple[str, WaitPolicy], ...] = ()
+
+    def wait_policy(self, queue: str) -> WaitPolicy:
+        """The wait policy of ``queue`` (music only unless its section sets one)."""
+        return dict(self.waiting).get(queue, WaitPolicy())
+
+
+@dataclass(frozen=True)
+class IVRSettings:
+    """[ivr]: the IVR flows (conf/ivr), their prompt manifest, language, core-banking timeout, recordings."""
+
+    flows: str = ""
+    prompts: str = "prompts/manifest.yaml"
+    default_language: str = "zh"
+    operation_timeout: float = 10.0
+    voice_dir: str = "/var/spool/asterisk/ctid-voice"
+    library: FlowLibrary | None = None
+
+
+@dataclass(frozen=True)
+class CoreBankSettings:
+    """[corebank]: the core-banking gateway — the sandbox bank or an ISO 8583 host (docs/corebank.md)."""
+
+    enabled: bool = False
+    backend: str = "sandbox"
+    database: str = dataclasses.field(default="sqlite:///var/bank.sqlite", repr=False)
+    database_threads: int = 2
+    sandbox_account_key: str = dataclasses.field(default="", repr=False)
+    session_minutes: float = 30.0
+    password_change_allowed: bool = False
+    host_endpoint: str = "tcp:127.0.0.1:8583:timeout=5"
+    terminal_id: str = "CTID0001"
+    pool_size: int = 2
+    trade_timeout: float = 10.0
+    reversal_attempts: int = 3
+    breaker_failures: int = 5
+    breaker_reset: float = 30.0
+    pin_key: str = dataclasses.field(default="", repr=False)
+    lockout_attempts: int = 3
+    lockout_minutes: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +198,10 @@ class Config:
     agents: AgentSettings = AgentSettings()
     acd: ACDSettings = ACDSettings()
     customers: CustomerSettings = CustomerSettings()
+    records: RecordSettings = RecordSettings()
+    reports: ReportSettings = ReportSettings()
+    ivr: IVRSettings = IVRSettings()
+    corebank: CoreBankSettings = CoreBankSettings()
 
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -289,6 +349,27 @@ def _local_endpoint(text: str) -> str:
     return text.strip()
 
 
+def _corebank_backend(text: str) -> str:
+    if text.strip() not in ("sandbox", "iso8583"):
+        raise ValueError(f"expected sandbox or iso8583, got {text!r}")
+    return text.strip()
+
+
+def _terminal_id(text: str) -> str:
+    if len(text.strip()) != 8 or not text.strip().isascii() or not text.strip().isalnum():
+        raise ValueError("must be 8 letters or digits")
+    return text.strip()
+
+
+def _pin_key(text: str) -> str:
+    """32 or 48 hex digits (a double- or triple-length TDES key); never quoted in the error."""
+    try:
+        parse_key(text)
+    except PinBlockError as e:
+        raise ValueError(str(e)) from None
+    return text.strip()
+
+
 # section -> key -> parser; the keys are the whitelist.
 SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     "ctid": {"log_level": _level, "log_file": _text},
@@ -304,6 +385,8 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     "fastagi": {"endpoint": _server_endpoint, "command_timeout": _positive(float)},
     "manhole": {"enabled": _bool, "endpoint": _local_endpoint, "username": _required, "password": _text},
     "database": {"url": _database_url, "threads": _positive(int)},
+    "records": {"spool": _required, "batch_size": _positive(int), "flush_interval": _positive(float),
+                "max_queue": _positive(int), "fsync_interval": _positive(float)},
     "cti": {
         "endpoint": _server_endpoint,
         "heartbeat": _positive(float),
@@ -318,6 +401,15 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "station_prefix": _required,
     },
     "customers": {"account_key": _key, "lookup_timeout": _positive(float)},
+    "reports": REPORT_SCHEMA,
+    "ivr": {"flows": _text, "prompts": _required, "default_language": _required,
+            "operation_timeout": _positive(float), "voice_dir": _required},
+    "corebank": {"enabled": _bool, "backend": _corebank_backend, "database": _database_url,
+                 "database_threads": _positive(int), "sandbox_account_key": _key, "session_minutes": _positive(float),
+                 "password_change_allowed": _bool, "host_endpoint": _client_endpoint, "terminal_id": _terminal_id,
+                 "pool_size": _positive(int), "trade_timeout": _positive(float), "reversal_attempts": _positive(int),
+                 "breaker_failures": _positive(int), "breaker_reset": _positive(float), "pin_key": _pin_key,
+                 "lockout_attempts": _positive(int), "lockout_minutes": _positive(float)},
     "acd": {
         "routes": _text,
         "default_queue": _required,
@@ -367,24 +459,46 @@ QUEUE_SCHEMA: dict[str, Callable[[str], Any]] = {
     "overflow_after": _non_negative(float),
     "max_wait": _positive(float),
     "max_length": _positive(int),
+    "announce_every": _non_negative(float),
+    "offer_voicemail": _bool,
+    "offer_callback": _bool,
+    "callback_attempts": _positive(int),
+    "callback_retry": _positive(float),
+    "callback_ring": _positive(float),
 }
 
 
-def _routes(path: str, routes_file: str, queues: set[str]) -> RouteTable:
-    """Load the route rules named by [acd] routes (relative to the configuration file's folder)."""
+def _ivr(path: str, values: dict[str, Any]) -> IVRSettings:
+    """[ivr]: load and validate the flows and the prompt manifest (paths relative to the configuration's folder)."""
+    settings = IVRSettings(**values)
+    if not settings.flows:
+        return settings
+    folder = os.path.dirname(path)
+    try:
+        library = load_library(os.path.join(folder, settings.flows), os.path.join(folder, settings.prompts))
+    except FlowError as e:
+        raise ConfigError(f"{path}: [ivr] flows: {e}") from None
+    if settings.default_language not in library.manifest.languages:
+        raise ConfigError(f"{path}: [ivr] default_language: {settings.default_language!r} is not in the prompt "
+                          f"manifest (it has {', '.join(library.manifest.languages)})")
+    return dataclasses.replace(settings, library=library)
+
+
+def _routes(path: str, routes_file: str, queues: set[str], flows: set[str]) -> RouteTable:
+    """Load the route rules named by [acd] routes (relative to the configuration file's folder).
+
+    IVR targets must name one of ``flows`` (the [ivr] flows; none without them).
+    """
     full = os.path.join(os.path.dirname(path), routes_file)
     try:
-        table = load_routes(full, queues, known_flows=())
+        table = load_routes(full, queues, known_flows=flows)
     except RouteError as e:
         raise ConfigError(f"{path}: [acd] routes: {e}") from None
-    for rule in table.rules:
-        if rule.route.kind == "voicemail":
-            raise ConfigError(f"{path}: [acd] routes: {full}: rule {rule.name!r}: voicemail targets need the "
-                              "IVR flows, which this release does not have yet")
     return table
 
 
-def _queues(parser: configparser.ConfigParser, path: str) -> tuple[QueueConfig, ...]:
+def _queues(parser: configparser.ConfigParser, path: str) -> tuple[tuple[QueueConfig, WaitPolicy], ...]:
+    """Each [queue:NAME] section: its ACD settings and its wait policy."""
     queues = []
     for section in parser.sections():
         if not section.startswith("queue:"):
@@ -400,8 +514,9 @@ def _queues(parser: configparser.ConfigParser, path: str) -> tuple[QueueConfig, 
                 raise ConfigError(f"{path}: [{section}] {key}: {e}") from None
         if "group" not in values:
             raise ConfigError(f"{path}: [{section}] group: missing required setting")
+        policy = {key: values.pop(key) for key in POLICY_KEYS if key in values}
         try:
-            queues.append(QueueConfig(name, **values))
+            queues.append((QueueConfig(name, **values), WaitPolicy(**policy)))
         except ValueError as e:
             raise ConfigError(f"{path}: [{section}]: {e}") from None
     return tuple(queues)
@@ -420,6 +535,14 @@ def _section(parser: configparser.ConfigParser, path: str, name: str) -> dict[st
         except ValueError as e:
             raise ConfigError(f"{path}: [{name}] {key}: {e}") from None
     return values
+
+
+def _corebank(path: str, values: dict[str, Any]) -> CoreBankSettings:
+    """[corebank]: the iso8583 backend needs a PIN key."""
+    settings = CoreBankSettings(**values)
+    if settings.enabled and settings.backend == "iso8583" and not settings.pin_key:
+        raise ConfigError(f"{path}: [corebank] pin_key: required when backend = iso8583")
+    return settings
 
 
 def parse(text: str, path: str = "<string>") -> Config:
@@ -449,13 +572,16 @@ def parse(text: str, path: str = "<string>") -> Config:
     acd = dict(sections["acd"])
     queues = _queues(parser, path)
     if queues:
-        acd["queues"] = queues
+        acd["queues"] = tuple(queue for queue, _ in queues)
+        acd["waiting"] = tuple((queue.name, policy) for queue, policy in queues if policy != WaitPolicy())
     routes_file = acd.pop("routes", "")
     acd_settings = ACDSettings(**acd)
     if acd_settings.default_queue not in {q.name for q in acd_settings.queues}:
         raise ConfigError(f"{path}: [acd] default_queue: no [queue:{acd_settings.default_queue}] section")
+    ivr = _ivr(path, sections["ivr"])
     if routes_file:
-        table = _routes(path, routes_file, {q.name for q in acd_settings.queues})
+        flows = set(ivr.library.flows) if ivr.library is not None else set()
+        table = _routes(path, routes_file, {q.name for q in acd_settings.queues}, flows)
         acd_settings = dataclasses.replace(acd_settings, routes=table)
     return Config(
         path=path,
@@ -469,6 +595,10 @@ def parse(text: str, path: str = "<string>") -> Config:
         agents=AgentSettings(**sections["agents"]),
         acd=acd_settings,
         customers=CustomerSettings(**sections["customers"]),
+        records=RecordSettings(**sections["records"]),
+        reports=ReportSettings(**sections["reports"]),
+        ivr=ivr,
+        corebank=_corebank(path, sections["corebank"]),
     )
 
 

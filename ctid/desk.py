@@ -31,7 +31,7 @@ from ctid.agents import Agent, AgentBoard
 from ctid.agentstate import AgentRecord, AgentStateError, AgentTransition
 from ctid.directory import AuthenticationError, DirectoryError
 from ctid.interfaces import IDirectory
-from ctid.protocols.ctiapi import CommandRouter, CTIError, CTISession
+from ctid.protocols.ctiapi import CommandRouter, CTIError, CTISession, broadcast
 
 log = Logger()
 
@@ -162,9 +162,8 @@ class AgentDesk(CommandRouter):
         return {"agent": agent_view(self.board.get(self._agent_of(session)))}
 
     def notify(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
-        """Send ``event`` to every session of ``agent_id`` (e.g. the ``Delivered`` screen pop)."""
-        for session in list(self.sessions.get(agent_id, ())):
-            session.send_event(event, data)
+        """Send ``event`` to every session of ``agent_id`` (e.g. the ``Delivered`` screen pop), encoded once."""
+        broadcast(self.sessions.get(agent_id, ()), event, data)
 
     def snapshot_queues(self, session: CTISession, args: dict[str, Any]) -> dict[str, Any]:
         """The queues the agent serves, now."""
@@ -199,8 +198,7 @@ class AgentDesk(CommandRouter):
         else:
             data.update(not_hung_up=type(record).__name__ == "AgentNotHungUp")
             event = "AgentPhoneWarning"
-        for session in list(sessions):
-            session.send_event(event, data)
+        broadcast(sessions, event, data)
 
     def _forget(self, agent_id: str, session: CTISession) -> None:
         sessions = self.sessions.get(agent_id)

@@ -40,7 +40,7 @@ __all__ = [
 STATES = ("arrival", "all_busy", "no_answer", "overflow")
 #: Target kinds: a rule has exactly one.
 TARGETS = ("queue", "ivr", "voicemail", "external")
-#: The IVR data key the ``menu`` condition reads (set by the IVR, see ``ctid.greeting``).
+#: The IVR data key the ``menu`` condition reads (set by the IVR flow's hand-off, ``ctid.ivr.call``).
 MENU_KEY = "CTID_MENU"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY = 24 * 60

@@ -11,27 +11,35 @@ from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IReactorCore
 
-from ctid.acd import ACD, PriorityRule
+from ctid.acd import ACD, CHINA_AREA_CODES, PriorityRule
 from ctid.adapters.asterisk import AsteriskPBX
+from ctid.adapters.corebank.factory import make_corebank, trade_recorder
 from ctid.adapters.customers import SQLCustomers
 from ctid.adapters.directory import SQLDirectory
 from ctid.adapters.pbxsim.service import makeSimulatorService
 from ctid.adapters.store.engine import make_engine
 from ctid.adapters.store.migrate import SchemaUpgrade
 from ctid.adapters.store.pool import DatabasePool
+from ctid.adapters.store.writer import RecordWriter
 from ctid.agentlog import AgentLogger
 from ctid.agents import AgentBoard
+from ctid.announce import WaitScripts
 from ctid.calls import CallLogger, CallModel
 from ctid.center import CallCenter
 from ctid.config import ACDSettings, Config
 from ctid.desk import AgentDesk
-from ctid.greeting import greet
+from ctid.ivr.call import IVRHooks
+from ctid.ivr.engine import IVREngine
 from ctid.logs import JSONLogService, set_console_level
 from ctid.manhole import makeManholeService
 from ctid.protocols.ami import AMIClientService, EventDispatcher
 from ctid.protocols.cti import CTIServerFactory, CTIServerService
 from ctid.protocols.fastagi import FastAGIFactory
+from ctid.records import Records
 from ctid.reload import ReloadService
+from ctid.reportdesk import ReportDesk
+from ctid.reportschedule import MonthlyReportService
+from ctid.staffing import modelled_estimator
 
 
 def vip_rules(settings: ACDSettings) -> tuple[PriorityRule, ...]:
@@ -80,25 +88,51 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
 
     pool = DatabasePool(make_engine(config.database.url), reactor, name="db", max_threads=config.database.threads)
     pool.setServiceParent(root)
-    SchemaUpgrade(pool).setServiceParent(root)
+    schema = SchemaUpgrade(pool)
+    schema.setServiceParent(root)
     board = AgentBoard(reactor, wrap_up_time=config.agents.wrap_up_time,
                        not_hung_up_after=config.agents.not_hung_up_after)
     AgentLogger(board)
-    acd = ACD(config.acd.queues, reactor, rules=vip_rules(config.acd), cities=dict(config.acd.cities) or None)
+    patience = config.reports.patience if isinstance(config.reports.patience, float) else None
+    acd = ACD(config.acd.queues, reactor, rules=vip_rules(config.acd),
+              cities=dict(config.acd.cities) or CHINA_AREA_CODES, estimator=modelled_estimator(patience))
     desk = AgentDesk(board, SQLDirectory(pool), station_prefix=config.agents.station_prefix, acd=acd,
                      queues=config.acd.queues)
     customers = SQLCustomers(pool, config.customers.account_key) if config.customers.account_key else None
     center = CallCenter(model, board, acd, pbx, desk, config.acd.default_queue, config.acd.ring_time, reactor,
                         customers=customers, lookup_timeout=config.customers.lookup_timeout,
-                        routes=config.acd.routes)
+                        routes=config.acd.routes, wait_policy=config.acd.wait_policy)
     center.setServiceParent(root)
+    reports = ReportDesk(pool, config.reports)
+    desk.add("Report", lambda session, args: reports.report(session.identity, args))
+    records_pool = DatabasePool(make_engine(config.database.url, pool_size=1), reactor, name="records-db",
+                                max_threads=1)
+    writer = RecordWriter(records_pool, config.records.spool, reactor, batch_size=config.records.batch_size,
+                          flush_interval=config.records.flush_interval, max_queue=config.records.max_queue,
+                          fsync_interval=config.records.fsync_interval)
+    writer.setServiceParent(root)
+    records = Records(writer, reactor, model, board, center)  # after the center: it reads the center's doings
+    writer.before_stop.append(records.close)
+    if center.on_voice_message is None:
+        center.on_voice_message = records.voice_message
+    if config.reports.schedule:
+        MonthlyReportService(pool, config.reports, reactor, schema=schema).setServiceParent(root)
     cti = CTIServerService(serverFromString(reactor, config.cti.endpoint), CTIServerFactory(
         desk, reactor, heartbeat=config.cti.heartbeat, resume_grace=config.cti.resume_grace, rate=config.cti.rate,
         burst=config.cti.burst, max_per_address=config.cti.max_per_address))
     cti.setName("cti")
     cti.setServiceParent(root)
 
-    agi = FastAGIFactory.for_scripts({"bank": greet}, clock=reactor, command_timeout=config.fastagi.command_timeout)
+    if config.corebank.enabled:  # the IVR's bank: sandbox or ISO 8583 host, every trade in the trade log
+        make_corebank(config.corebank, reactor, trade_log=trade_recorder(records)).setServiceParent(root)
+    scripts = {**WaitScripts(center, reactor).scripts()}
+    agi = FastAGIFactory.for_scripts(scripts, clock=reactor, command_timeout=config.fastagi.command_timeout)
+    ivr = None
+    if config.ivr.library is not None:  # one FastAGI script per flow (agi://host/bank), kept in step on reload
+        bank = root.getServiceNamed("corebank").bank if "corebank" in root.namedServices else None
+        ivr = IVREngine.from_settings(config.ivr, bank, reactor, IVRHooks(on_voice_message=records.voice_message))
+        ivr.serve(agi.handler)
+        ivr.setServiceParent(root)
     fastagi = StreamServerEndpointService(serverFromString(reactor, config.fastagi.endpoint), agi)
     fastagi.setName("fastagi")
     fastagi.setServiceParent(root)
@@ -120,5 +154,7 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
             lambda new: traffic.set_rate(new.pbxsim.simulator.calls_per_minute),
         )
     reload.add_reloader(("acd.routes",), lambda new: setattr(center, "routes", new.acd.routes))
+    if ivr is not None:
+        reload.add_reloader(("ivr",), lambda new: ivr.configure(new.ivr))
     reload.setServiceParent(root)
     return root

@@ -144,8 +144,12 @@ class AGISession:
         return _digit(reply)
 
     async def say_digits(self, digits: str | int, escape_digits: str = "", *, sensitive: bool = False) -> str | None:
-        """Say ``digits`` one by one; return the escape digit pressed, or None."""
-        return _digit(await self._media("SAY DIGITS", digits, escape_digits, sensitive=sensitive))
+        """Say ``digits`` one by one; return the escape digit pressed, or None.
+
+        Our timer allows a second per digit on top of the command timeout.
+        """
+        extra = float(len(str(digits)))
+        return _digit(await self._media("SAY DIGITS", digits, escape_digits, extra=extra, sensitive=sensitive))
 
     async def say_number(
         self, number: int | str, escape_digits: str = "", gender: str | None = None, *, sensitive: bool = False

@@ -4,9 +4,11 @@ Pure code, no I/O, no Twisted.  :class:`LineFramer` cuts bytes into lines
 (LF, or CRLF, at most ``max_line`` bytes); :func:`parse_request` reads a
 client line into a :class:`Request`, :func:`parse_server_message` reads a
 server line into a :class:`Response`, an :class:`Event` or a
-:class:`Heartbeat`; the ``encode_*`` functions build the lines.  A line that
-cannot be read raises :class:`CodecError` carrying the stable error code to
-answer with and, when it could be read, the request's id.
+:class:`Heartbeat`; the ``encode_*`` functions build the lines (an event's
+body is encoded once for all its recipients, :func:`event_line` puts each
+one's seq in front).  A line that cannot be read raises :class:`CodecError`
+carrying the stable error code to answer with and, when it could be read,
+the request's id.
 """
 
 from __future__ import annotations
@@ -343,11 +345,25 @@ def encode_error(request_id: RequestId | None, error: CTIError) -> bytes:
     return dump_line({"id": request_id, "ok": False, "error": error.as_dict()})
 
 
-def encode_event(name: str, seq: int, at: float, data: Mapping[str, Any]) -> bytes:
-    """An event line (raises ValueError for a name that is not PascalCase)."""
+def encode_event_body(name: str, at: float, data: Mapping[str, Any]) -> bytes:
+    """An event line without its opening ``{"seq":<n>``: encoded once, then sent to every recipient.
+
+    Raises ValueError for a name that is not PascalCase, TypeError or
+    ValueError for data that is not JSON.  :func:`event_line` completes it.
+    """
     if not is_name(name):
         raise ValueError(f"not a CTI event name: {name!r}")
-    return dump_line({"event": name, "seq": seq, "at": at, "data": data})
+    return b"," + dump_line({"event": name, "at": at, "data": data})[1:]
+
+
+def event_line(seq: int, body: bytes) -> bytes:
+    """The event line numbered ``seq`` of a body from :func:`encode_event_body` (``seq`` is its first member)."""
+    return b'{"seq":%d%b' % (seq, body)
+
+
+def encode_event(name: str, seq: int, at: float, data: Mapping[str, Any]) -> bytes:
+    """An event line (raises ValueError for a name that is not PascalCase)."""
+    return event_line(seq, encode_event_body(name, at, data))
 
 
 def encode_heartbeat(at: float) -> bytes:

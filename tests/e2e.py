@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import random
 import socket
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from ctid.adapters.pbxsim.population import Caller
 from ctid.service import makeService
 
 PASSWORD = "e2e-agent-pw"
+CONF = pathlib.Path(__file__).resolve().parent.parent / "conf"
 ACCOUNT_KEY = "e2e-account-key-0123"
 
 
@@ -30,11 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def daemon_config(tmp_path, routes: str | None = None, queue: str = "", **sim: str) -> config.Config:
+def daemon_config(tmp_path, routes: str | None = None, queue: str = "", ivr: bool = False, **sim: str) -> config.Config:
     """A configuration running the simulator on free ports, with no generated traffic.
 
     ``routes``: the text of a route rules file for ``[acd] routes``; ``queue``: extra lines for the
-    ``[queue:general]`` section (skill group ``accounts``).
+    ``[queue:general]`` section (skill group ``accounts``); ``ivr``: run the bank's IVR flows (conf/ivr) instead
+    of parking callers at once.
     """
     ami, agi, manhole, cti = free_port(), free_port(), free_port(), free_port()
     settings = {
@@ -45,6 +48,8 @@ def daemon_config(tmp_path, routes: str | None = None, queue: str = "", **sim: s
         "patience": "0.5 0.5",
         "cti_endpoint": f"tcp:127.0.0.1:{cti}",
         "desktop_password": PASSWORD,
+        # without the IVR, service numbers go straight to the queue (the built-in "queue" script)
+        **({} if ivr else {"agi_script": "queue"}),
         **sim,
     }
     text = (
@@ -57,6 +62,9 @@ def daemon_config(tmp_path, routes: str | None = None, queue: str = "", **sim: s
         + ("routes = routes.toml\n" if routes else "")
         +
         f"[customers]\naccount_key = {ACCOUNT_KEY}\n"
+        + (f"[ivr]\nflows = {CONF / 'ivr'}\nprompts = {CONF / 'prompts' / 'manifest.yaml'}\n"
+           f"voice_dir = {tmp_path}\n" if ivr else "")
+        +
         f"[queue:general]\ngroup = accounts\n{queue}\n"
         f"[manhole]\nenabled = yes\nendpoint = tcp:{manhole}:interface=127.0.0.1\npassword = e2e-manhole\n"
         f"[pbxsim]\nenabled = yes\nami_endpoint = tcp:{ami}:interface=127.0.0.1\n"

@@ -172,3 +172,16 @@ def test_refiled_agent_is_not_offered_twice_by_a_promotion():
     offers = acd.agent_available(seat("bj", "Beijing"))
     assert [(o.call.call_id, o.agent_id) for o in offers] == [("c1", "bj")]
     assert not acd.is_available("bj")
+
+
+def test_agent_moving_to_another_city_takes_that_city_calls():
+    """An agent reported in another city (same skills) is filed and served under its new city."""
+    acd, _ = make_acd(overflow_after=None)
+    skills = {"g": 5}
+    acd.agent_available(AgentInfo("a", skills, "Beijing"))
+    assert acd.enqueue(WaitingCall("sh", "local", "02112345678")) is None
+    offers = acd.agent_available(AgentInfo("a", skills, "Shanghai"))
+    assert [(o.call.call_id, o.agent_id) for o in offers] == [("sh", "a")]
+    acd.agent_available(AgentInfo("a", skills, "Shanghai"))
+    assert acd.enqueue(WaitingCall("bj", "local", "01012345678")) is None
+    assert acd.enqueue(WaitingCall("sh2", "local", "02187654321")).agent_id == "a"

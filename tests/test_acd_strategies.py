@@ -240,3 +240,18 @@ def test_queue_config_is_validated():
         QueueConfig("q", "g", overflow_after=-1)
     with pytest.raises(ValueError, match="twice"):
         make_acd(QueueConfig("q", "g"), QueueConfig("q", "h"))
+
+
+def test_agent_coming_back_after_a_pause_is_served_and_counted_again():
+    """After agent_unavailable the same agent (same skills object) counts as serving and gets calls again."""
+    acd = make_acd(QueueConfig("q", "g", "round_robin"), QueueConfig("p", "g", "even"))
+    info = agent("a")
+    acd.agent_available(info)
+    acd.agent_unavailable("a")
+    acd.agent_unavailable("a")
+    assert acd.serving("g") == 0 and not acd.is_available("a")
+    assert offer_to(acd, "c1") is None
+    assert [o.call.call_id for o in acd.agent_available(info)] == ["c1"]
+    assert acd.serving("g") == 1
+    acd.agent_available(info)
+    assert offer_to(acd, "c2", "p") == "a" and acd.serving("g") == 1

@@ -10,24 +10,11 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.testing import StringTransport
 
-from ctid.agentconsole import (
-    COMMANDS,
-    AgentConsole,
-    ConsoleIO,
-    Credentials,
-    Parsed,
-    PasswordError,
-    UsageError,
-    format_agent,
-    format_event,
-    format_login,
-    format_result,
-    help_lines,
-    parse_args,
-    parse_command,
-    read_password,
-)
+from ctid.agentcli import ConsoleIO, PasswordError, parse_args, read_password
+from ctid.agentconsole import AgentConsole, Credentials
 from ctid.client import CTIEvent
+from ctid.consolecommands import COMMANDS, Parsed, UsageError, help_lines, parse_command
+from ctid.consoleformat import format_agent, format_event, format_login, format_result
 from tests.e2e import PASSWORD
 
 AT = datetime(2026, 1, 1, 12, 3, 4, tzinfo=UTC).timestamp()

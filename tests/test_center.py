@@ -40,7 +40,7 @@ async def test_parked_caller_is_delivered_to_the_ready_agent(daemon):
     assert states(events) == ["ready", "reserved", "ringing", "talking", "wrap_up", "ready"]
     (pop,) = [e.data for e in events if e.name == "Delivered"]
     assert (pop["call"], pop["ani"], pop["dnis"], pop["queue"]) == (trunk.linkedid, "13800138000", "95566", "general")
-    assert pop["data"] == {"CTID_MENU": "balance"}
+    assert pop["data"] == {}
     customer = pop["customer"]
     assert (customer["customer_id"], customer["name"], customer["segment"]) == ("C-1", "张三", "private")
     assert customer["accounts"] == ["**** **** **** 1234"]
@@ -196,11 +196,11 @@ async def test_no_answer_route_sends_the_caller_out(daemon):
 async def strategy_scenario(daemon):
     """1002 answers one call and is ready again first; then 1001 signs in: who gets the next call?"""
     second, second_events = await signed_in(daemon, "1002")
-    first_call = daemon.call_in("13800138020", "95566", script="1", patience=30)
+    first_call = daemon.call_in("13800138020", "95566", patience=30)
     await daemon.until(lambda: daemon.of(CallEnded, call_id=first_call.linkedid), "1002's call to end")
     await daemon.until(lambda: states(second_events)[-1:] == ["ready"], "1002 to be ready again")
     first, first_events = await signed_in(daemon, "1001")
-    next_call = daemon.call_in("13800138021", "95566", script="1", patience=30)
+    next_call = daemon.call_in("13800138021", "95566", patience=30)
     pops = lambda: [e.data["call"] for e in first_events + second_events if e.name == "Delivered"]  # noqa: E731
     await daemon.until(lambda: next_call.linkedid in pops(), "the next call to be offered")
     taker = "1001" if any(e.name == "Delivered" for e in first_events) else "1002"
@@ -209,17 +209,23 @@ async def strategy_scenario(daemon):
     return taker
 
 
-@pytest.mark.queue("strategy = longest_idle")
-@pytest.mark.sim(talk_time="0.5 0.5")
-@pytest_twisted.ensureDeferred
-async def test_longest_idle_strategy_from_config(daemon):
-    """longest_idle: 1002 has been idle longer than 1001, who just signed in, so 1002 gets the call."""
-    assert await strategy_scenario(daemon) == "1002"
+#: Strategy → who takes the next call in :func:`strategy_scenario`, and why.
+STRATEGY_CASES = [
+    ("longest_idle", "1002", "1002 has been idle longer than 1001, who just signed in"),
+    ("longest_avg_idle", "1002", "1002 has an idle period behind it; 1001 none (average 0)"),
+    ("least_talk", "1001", "1001 has talked 0 s, 1002 about 0.5 s"),
+    ("least_avg_talk", "1001", "1001 has no call (average 0), 1002 about 0.5 s per call"),
+    ("fewest_answered", "1001", "1001 has answered none, 1002 one"),
+    ("even", "1001", "the queue has offered 1002 one call and 1001 none"),
+    ("round_robin", "1001", "the ring (agent id order) goes on after 1002, the last offered, to 1001"),
+]
 
 
-@pytest.mark.queue("strategy = fewest_answered")
-@pytest.mark.sim(talk_time="0.5 0.5")
+@pytest.mark.sim(talk_time="0.5 0.5", agi_script="queue")
+@pytest.mark.parametrize("expected", [
+    pytest.param(taker, id=name, marks=pytest.mark.queue(f"strategy = {name}")) for name, taker, _ in STRATEGY_CASES
+])
 @pytest_twisted.ensureDeferred
-async def test_fewest_answered_strategy_from_config(daemon):
-    """fewest_answered: 1001 has answered none (1002 one), so 1001 gets the call."""
-    assert await strategy_scenario(daemon) == "1001"
+async def test_each_strategy_from_config_picks_the_expected_agent(daemon, expected):
+    """Each [queue:NAME] strategy, run end to end, offers the next call to the agent it should (STRATEGY_CASES)."""
+    assert await strategy_scenario(daemon) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -30,7 +31,8 @@ from ctid.protocols.cti import (
     TokenBucket,
     require_login,
 )
-from ctid.protocols.ctiapi import ReplayBuffer
+from ctid.protocols.ctiapi import broadcast
+from ctid.protocols.ctireplay import ReplayBuffer
 
 HB = 15.0
 
@@ -401,6 +403,52 @@ def test_send_event_refuses_bad_events():
     assert session.send_event("Fine") == 1
 
 
+def test_broadcast_numbers_one_encoding_per_session():
+    """broadcast sends one event (one ``at``, one data) to many sessions, each numbering it in its own seq."""
+    server = Server()
+    first, second, gone = server.connect(), server.connect(port=40002), server.connect(port=40003)
+    for peer in (first, second, gone):
+        peer.hello()
+    first.protocol.session.send_event("Before")
+    gone.protocol.session.end()
+    server.clock.advance(3)
+    sessions = [p.protocol.session for p in (first, second, gone)]
+    assert broadcast(sessions, "AgentStateChanged", {"agent": "1001"}) == 2
+    [[one, two], [other]] = [[m for m in p.received() if "event" in m] for p in (first, second)]
+    assert one["seq"] == 1 and two == {"seq": 2, "event": "AgentStateChanged", "at": 1_700_000_003.0,
+                                       "data": {"agent": "1001"}}
+    assert other == {**two, "seq": 1}
+
+
+def test_broadcast_keeps_events_for_disconnected_sessions_and_refuses_bad_ones():
+    """A dropped session gets the event on Resume; bad events raise before any session takes a seq."""
+    server = Server(max_line=1024)
+    peer = server.connect()
+    token = peer.hello()["session"]
+    session = peer.protocol.session
+    peer.lost()
+    with pytest.raises(ValueError):
+        broadcast([session], "not-a-name", {})
+    with pytest.raises(ValueError):
+        broadcast([session], "Big", {"blob": "x" * 2000})
+    with pytest.raises(TypeError):
+        broadcast([session], "Odd", {"x": {1, 2}})
+    with pytest.raises(ValueError):
+        broadcast([], "not-a-name")
+    assert broadcast([], "Nobody") == 0
+    assert broadcast({session}, "Missed", {"n": 1}) == 1
+    again, messages = drop_and_resume(server, peer, token, 0)
+    assert [(m["event"], m["seq"], m["data"]) for m in messages[1:]] == [("Missed", 1, {"n": 1})]
+
+
+def test_events_kept_for_replay_cost_the_garbage_collector_nothing():
+    """An encoded event is a tuple of a float and bytes, shared by its recipients: the collector stops tracking it."""
+    server = Server()
+    entry = server.factory.registry.prepare("Tick", {"nested": {"list": [1, 2]}})
+    gc.collect()
+    assert not gc.is_tracked(entry)
+
+
 # --- heartbeats
 
 
@@ -633,12 +681,12 @@ def test_paused_transport_holds_events_until_resumed(server):
     """While the transport says its buffer is full, events wait; on resume they go out in order."""
     peer = server.connect()
     peer.hello()
-    peer.protocol.pauseProducing()
+    peer.protocol.outbox.pauseProducing()
     session = peer.protocol.session
     for n in range(3):
         session.send_event("Tick", {"n": n})
     assert peer.received() == []
-    peer.protocol.resumeProducing()
+    peer.protocol.outbox.resumeProducing()
     assert [m["seq"] for m in peer.received()] == [1, 2, 3]
 
 
@@ -647,7 +695,7 @@ def test_slow_consumer_is_told_and_closed_memory_bounded():
     server = Server(max_pending_bytes=4096)
     peer = server.connect()
     token = peer.hello()["session"]
-    peer.protocol.pauseProducing()
+    peer.protocol.outbox.pauseProducing()
     session = peer.protocol.session
     payload = {"text": "x" * 200}
     sent = 0
@@ -670,7 +718,7 @@ def test_responses_while_paused_count_towards_the_limit():
     server = Server(max_pending_bytes=2048)
     peer = server.connect()
     peer.hello()
-    peer.protocol.pauseProducing()
+    peer.protocol.outbox.pauseProducing()
     for n in range(100):
         peer.send({"id": n, "cmd": "Echo", "args": {"pad": "p" * 100}})
         if peer.closing:
@@ -684,7 +732,7 @@ def test_events_dropped_before_sending_disconnect_a_paused_client():
     server = Server(replay_limit=3, max_pending_bytes=1 << 20)
     peer = server.connect()
     peer.hello()
-    peer.protocol.pauseProducing()
+    peer.protocol.outbox.pauseProducing()
     for _ in range(4):
         peer.protocol.session.send_event("Tick")
     assert peer.closing and peer.received()[-1]["error"]["code"] == "slow_consumer"
@@ -697,17 +745,18 @@ def test_replay_buffer_bounds():
     """The replay buffer keeps numbering while it drops the oldest events past its count, byte or age bound."""
     buffer = ReplayBuffer(limit=3, max_age=10.0, max_bytes=25)
     assert (buffer.first_seq, buffer.last_seq) == (1, 0) and buffer.covers(0)
-    assert [buffer.append(b"x" * 5, at=0.0) for _ in range(4)] == [1, 2, 3, 4]
+    assert [buffer.append((0.0, b"x" * 5)) for _ in range(4)] == [1, 2, 3, 4]
     assert (buffer.first_seq, len(buffer), buffer.kept_bytes) == (2, 3, 15)
     assert buffer.covers(1) and not buffer.covers(0) and not buffer.covers(5)
-    buffer.append(b"y" * 20, at=1.0)
+    buffer.append((1.0, b"y" * 20))
     assert (buffer.first_seq, buffer.kept_bytes) == (4, 25)
-    buffer.append(b"z", at=10.5)
-    assert (buffer.first_seq, buffer.last_seq, buffer.get(6).line) == (5, 6, b"z")
+    buffer.append((10.5, b"z"))
+    assert (buffer.first_seq, buffer.last_seq, buffer.line(6)) == (5, 6, b'{"seq":6z')
+    assert buffer.line(4) is None and buffer.line(7) is None
     buffer.trim(11.5)
     assert buffer.first_seq == 6
     buffer.trim(100.0)
-    assert len(buffer) == 0 and buffer.first_seq == 7 and buffer.covers(6) and buffer.get(6) is None
+    assert len(buffer) == 0 and buffer.first_seq == 7 and buffer.covers(6) and buffer.line(6) is None
 
 
 def test_token_bucket():

@@ -21,9 +21,11 @@ from ctid.protocols.cticodec import (
     Response,
     encode_error,
     encode_event,
+    encode_event_body,
     encode_heartbeat,
     encode_request,
     encode_result,
+    event_line,
     is_name,
     negotiate_version,
     parse_request,
@@ -184,7 +186,7 @@ def test_encoders_write_one_compact_utf8_line():
 def test_lone_surrogate_falls_back_to_ascii_escapes():
     """A lone surrogate (legal in a JSON escape) cannot be UTF-8: the line is written ASCII-escaped instead."""
     line = encode_event("Note", 1, 0.0, {"text": "\ud800é"})
-    assert line == b'{"event":"Note","seq":1,"at":0.0,"data":{"text":"\\ud800\\u00e9"}}\n'
+    assert line == b'{"seq":1,"event":"Note","at":0.0,"data":{"text":"\\ud800\\u00e9"}}\n'
     line.decode("utf-8")
 
 
@@ -287,3 +289,22 @@ def test_requests_round_trip(request_id, command, args):
     line = encode_request(request_id, command, args)
     [framed] = list(LineFramer(1 << 20).feed(line))
     assert parse_request(framed) == Request(request_id, command, args)
+
+
+def test_event_body_is_encoded_once_and_numbered_per_line():
+    """The body is the line without ``{"seq":n``; event_line puts any seq first, the rest unchanged."""
+    body = encode_event_body("AgentStateChanged", 2.5, {"agent": "1001"})
+    assert body == b',"event":"AgentStateChanged","at":2.5,"data":{"agent":"1001"}}\n'
+    assert event_line(7, body) == b'{"seq":7,"event":"AgentStateChanged","at":2.5,"data":{"agent":"1001"}}\n'
+    assert event_line(7, body) == encode_event("AgentStateChanged", 7, 2.5, {"agent": "1001"})
+    with pytest.raises(ValueError):
+        encode_event_body("not a name", 0.0, {})
+
+
+@given(st.integers(1, 2**63), st.from_regex(r"[A-Z][A-Za-z0-9]{0,20}", fullmatch=True),
+       st.floats(0, 4e9), st.dictionaries(st.text(), _json, max_size=4))
+def test_numbered_event_bodies_round_trip(seq, name, at, data):
+    """Any body numbered with any seq is one line that reads back as the event."""
+    line = event_line(seq, encode_event_body(name, at, data))
+    [framed] = list(LineFramer(1 << 20).feed(line))
+    assert parse_server_message(framed) == Event(name, seq, at, data)

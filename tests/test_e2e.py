@@ -23,17 +23,6 @@ async def test_call_traced_from_newchannel_to_hangup(daemon):
     assert not daemon.model.calls
 
 
-@pytest_twisted.ensureDeferred
-async def test_fastagi_session_driven_by_callers_dtmf(daemon):
-    """A caller to the service number goes through FastAGI; the digit it keys reaches ctid's script."""
-    trunk = daemon.call_in("02112345678", "95566", script="1", patience=3)
-    channel = await daemon.until(lambda: daemon.model.channels.get(trunk.uniqueid), "the caller's channel")
-    await daemon.until(lambda: channel.variables.get("CTID_MENU"), "the IVR's menu choice")
-    assert channel.variables["CTID_MENU"] == "balance"
-    assert daemon.world.get_var(trunk, "CTID_MENU") == "balance"
-    await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "the caller to give up", timeout=10)
-
-
 @pytest.mark.sim(talk_time="60 60")
 @pytest_twisted.ensureDeferred
 async def test_call_model_rebuilt_after_the_switch_link_restarts(daemon):

@@ -22,7 +22,8 @@ def names(service):
 def test_embedded_defaults_tree():
     """The embedded defaults run the simulator, the AMI link, the adapter, the database, CTI, FastAGI and reload."""
     root = makeService(config.load(str(ROOT / "conf" / "ctid.ini")), MemoryReactorClock())
-    assert names(root) == ["pbxsim", "ami", "pbx", "db", "schema", "center", "cti", "fastagi", "reload"]
+    assert names(root) == ["pbxsim", "ami", "pbx", "db", "schema", "center", "records", "reports", "cti", "corebank",
+                           "ivr", "fastagi", "reload"]
     verifyObject(IPBX, root.getServiceNamed("pbx"))
 
 
@@ -36,7 +37,8 @@ def test_optional_parts(tmp_path):
     path = tmp_path / "ctid.ini"
     path.write_text(text)
     root = makeService(config.load(str(path)), MemoryReactorClock())
-    assert names(root) == ["jsonlog", "ami", "pbx", "db", "schema", "center", "cti", "fastagi", "manhole", "reload"]
+    assert names(root) == ["jsonlog", "ami", "pbx", "db", "schema", "center", "records", "cti", "fastagi", "manhole",
+                           "reload"]
 
 
 def test_twistd_lists_the_plugin_options():

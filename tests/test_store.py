@@ -19,11 +19,11 @@ import ctid.adapters.store
 from ctid.adapters.store import migrate
 from ctid.adapters.store.engine import make_engine
 from ctid.adapters.store.pool import DatabasePool, DatabasePoolStopped, ThreadlessDatabasePool
-from ctid.adapters.store.schema import agent_skills, agents, metadata, skill_groups
+from ctid.adapters.store.schema import RECORD_TABLES, agent_skills, agents, metadata, skill_groups
 from ctid.adapters.store.testing import MySQLUnavailable, mysql_required, temporary_mysql_database
 
 TABLES = {"agents", "skill_groups", "agent_skills", "customers", "customer_phones", "customer_accounts",
-          "customer_contacts", "alembic_version"}
+          "customer_contacts", "alembic_version", *RECORD_TABLES}
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_migrations_live_inside_the_package():
     scripts = ScriptDirectory.from_config(migrate.alembic_config())
     package = Path(ctid.adapters.store.__file__).parent
     assert Path(scripts.dir).resolve() == (package / "migrations").resolve()
-    assert migrate.head_revision() == "0002"
+    assert migrate.head_revision() == "0003"
 
 
 def test_upgrade_creates_the_schema_in_an_empty_database(empty_url):

@@ -25,6 +25,7 @@ CTID_DIALPLAN = """\
 
 [globals]
 CTID_AGI=agi://127.0.0.1:4573/bank
+CTID_AGI_HOST=agi://127.0.0.1:4573
 CTID_DIRECT_RING=30
 
 [ctid-in]
@@ -42,6 +43,21 @@ exten => _X.,1,Answer()
 exten => s,1,Answer()
  same => n,Set(CTID_PARKED=1)
  same => n,MusicOnHold(default)
+
+[ctid-announce]
+; A waiting caller now and then: place in line, estimated wait, choices.
+exten => s,1,AGI(${CTID_AGI_HOST}/wait)
+ same => n,Goto(ctid-wait,s,1)
+
+[ctid-ivr]
+; A route rule's IVR target: ctid sets CTID_FLOW (the flow's name) first.
+exten => s,1,AGI(${CTID_AGI_HOST}/${CTID_FLOW})
+ same => n,Goto(ctid-wait,s,1)
+
+[ctid-voicemail]
+; A route rule's voicemail target: ctid sets CTID_MAILBOX first.
+exten => s,1,AGI(${CTID_AGI_HOST}/voicemail)
+ same => n,Hangup()
 
 [ctid-deliver]
 ; ctid sets CTID_TARGET (e.g. PJSIP/1001) and CTID_RING (seconds) first.

@@ -42,12 +42,31 @@ def phone_number(rng: random.Random) -> str:
     return area + rng.choice("2345678") + "".join(rng.choice("0123456789") for _ in range(digits - 1))
 
 
+#: Demo customers of the sandbox bank (ctid.adapters.corebank.sandbox_data.DEMO_CUSTOMERS): number, password.
+DEMO_CARD, DEMO_PASSBOOK = ("6222020030004321", "123456"), ("6222020120005555", "135790")
+DEMO_SIGNED, DEMO_CORPORATE = ("6222020018881234", "888888"), ("80001", "666666")
+
+
+def _journeys() -> tuple[str, ...]:
+    """Keys for ctid's bank flow (conf/ivr): language, menus, numbers and passwords ended by #."""
+    card, passbook = "".join(x + "#" for x in DEMO_CARD), "".join(x + "#" for x in DEMO_PASSBOOK)
+    signed, corporate = "".join(x + "#" for x in DEMO_SIGNED), "".join(x + "#" for x in DEMO_CORPORATE)
+    return (
+        "111" + card + "1",                 # public card: balance
+        "112" + passbook + "2",             # passbook: recent transactions
+        "12" + signed + "320250101",        # signed: transactions from a date
+        "12" + signed + "75678100*5#1",     # signed: transfer 100.50 to the passbook ending 5678
+        "13" + corporate + "1",             # corporate: balance
+        "14" + signed + "102162345678#",    # bills: the fixed-line phone bill
+        "151", "252",                       # interest rates; in English, exchange rates
+        "111" + DEMO_CARD[0] + "#000000#",  # a wrong password
+        "10", "0",                          # straight to an agent
+    )
+
+
 def dtmf_script(rng: random.Random) -> str:
-    """What a caller will key in the IVR: a menu choice, a card number + #, a PIN + #, more choices."""
-    card = "6222" + "".join(rng.choice("0123456789") for _ in range(15))
-    pin = "".join(rng.choice("0123456789") for _ in range(6))
-    tail = "".join(rng.choice("0123456789*") for _ in range(rng.randint(1, 3)))
-    return rng.choice("1234") + card + "#" + pin + "#" + tail
+    """What a caller keys in the IVR: a journey through the bank flow, sometimes ending with 0 for an agent."""
+    return rng.choice(_journeys()) + rng.choice(("", "0"))
 
 
 class ScriptedDtmf:

@@ -86,8 +86,13 @@ class SimulatorSettings:
     @property
     def agi_url(self) -> str:
         """The ``agi://host:port/script`` URL the dialplan's AGI() step shows."""
+        return f"{self.agi_host_url}/{self.agi_script}"
+
+    @property
+    def agi_host_url(self) -> str:
+        """``agi://host:port``: ctid's FastAGI server, for ``${CTID_AGI_HOST}/<script>``."""
         host, port = agi_host_port(self.agi_endpoint)
-        return f"agi://{host}:{port}/{self.agi_script}"
+        return f"agi://{host}:{port}"
 
 
 def agi_host_port(endpoint: str) -> tuple[str, int]:

@@ -17,16 +17,19 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    Numeric,
     SmallInteger,
     String,
     Table,
     func,
     text,
 )
+from sqlalchemy.dialects import mysql
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -129,3 +132,208 @@ customer_contacts = Table(
     Index(None, "customer_id", "at"),
     **MYSQL_OPTIONS,
 )
+
+
+# -- records (revision 0003): append-only, written behind by ctid.adapters.store.writer ---------------------------
+
+#: UTC times with microseconds on both backends (MySQL's plain DATETIME drops the fraction).
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def _record_id() -> Column:
+    """The primary key of every record table: the writer's unique, roughly time-ordered id (idempotent replays)."""
+    return Column("record_id", String(32), primary_key=True, comment="the writer's id; a replay is not doubled")
+
+
+#: One row per call (CDR, 电话接入流水), written when the call and its agent's wrap-up are over.
+call_records = Table(
+    "call_records", metadata,
+    _record_id(),
+    Column("call_id", String(64), nullable=False, comment="the switch's Linkedid"),
+    Column("ani", String(32), nullable=True, comment="caller's number"),
+    Column("dnis", String(32), nullable=True, comment="number dialled"),
+    Column("trunk", String(64), nullable=True, comment="line/trunk the call came in on: its first channel's device"),
+    Column("queue", String(64), nullable=True, comment="last queue the call waited in; NULL: never queued"),
+    Column("agent_id", String(32), nullable=True, comment="agent who answered; NULL: no agent"),
+    Column("customer_id", String(32), nullable=True, comment="customer identified by the IVR or the screen pop"),
+    Column("city", String(64), nullable=True, comment="caller's city as the ACD located it"),
+    Column("priority", SmallInteger(), nullable=True, comment="queue priority the call had"),
+    Column("arrived_at", Timestamp, nullable=False, comment="UTC"),
+    Column("queued_at", Timestamp, nullable=True, comment="UTC, first time queued for an agent"),
+    Column("answered_at", Timestamp, nullable=True, comment="UTC, first connected to a party"),
+    Column("ended_at", Timestamp, nullable=False, comment="UTC"),
+    Column("wait_s", Float(), nullable=True, comment="seconds queued before an agent answered or the caller left"),
+    Column("talk_s", Float(), nullable=False, server_default=text("0"), comment="answer to end, hold included"),
+    Column("hold_s", Float(), nullable=False, server_default=text("0")),
+    Column("wrap_up_s", Float(), nullable=True, comment="the agent's after-call work; NULL: no agent"),
+    Column("hangup_side", String(8), nullable=True, comment="caller, agent or system: who hung up first"),
+    Column("hangup_cause", SmallInteger(), nullable=True, comment="Q.850 cause of the call's end"),
+    Column("ivr_path", String(255), nullable=False, server_default="", comment="IVR nodes visited, '>' between"),
+    Column("self_service", Boolean(), nullable=False, comment="1: served by the IVR alone, never queued"),
+    Column("abandoned", Boolean(), nullable=False, comment="1: the caller hung up while waiting for an agent"),
+    Column("transfers", SmallInteger(), nullable=False, server_default=text("0")),
+    Column("satisfaction", SmallInteger(), nullable=True, comment="caller's score 1..5; NULL: not rated"),
+    CheckConstraint("hangup_side IN ('caller', 'agent', 'system')", name="hangup_side"),
+    Index(None, "arrived_at"),
+    Index(None, "agent_id", "arrived_at"),
+    Index(None, "queue", "arrived_at"),
+    Index(None, "ani", "arrived_at"),
+    Index(None, "call_id"),
+    **MYSQL_OPTIONS,
+)
+
+#: One row per channel (leg) of a call, written when the leg leaves the call.
+call_legs = Table(
+    "call_legs", metadata,
+    _record_id(),
+    Column("call_id", String(64), nullable=False),
+    Column("uniqueid", String(64), nullable=False, comment="the channel's Uniqueid"),
+    Column("channel", String(128), nullable=False, comment="channel name, e.g. PJSIP/1001-00000002"),
+    Column("agent_id", String(32), nullable=True, comment="the agent whose station this leg is"),
+    Column("joined_at", Timestamp, nullable=False, comment="UTC"),
+    Column("answered_at", Timestamp, nullable=True, comment="UTC, the leg went Up"),
+    Column("left_at", Timestamp, nullable=False, comment="UTC"),
+    Column("hangup_cause", SmallInteger(), nullable=True, comment="Q.850; NULL: moved to another call or vanished"),
+    Index(None, "call_id"),
+    Index(None, "agent_id", "joined_at"),
+    **MYSQL_OPTIONS,
+)
+
+#: The agent service log (坐席服务流水): one row per stretch an agent spent in one state.
+agent_state_log = Table(
+    "agent_state_log", metadata,
+    _record_id(),
+    Column("agent_id", String(32), nullable=False),
+    Column("state", String(16), nullable=False,
+           comment="ready, not_ready, reserved, ringing, talking, hold, wrap_up, locked, not_hung_up"),
+    Column("entered_by", String(16), nullable=False, comment="trigger that began it: login, pause, lock…"),
+    Column("left_by", String(16), nullable=False, comment="trigger that ended it: logout, ready, unlock, shutdown…"),
+    Column("reason", String(64), nullable=True, comment="pause reason code"),
+    Column("call_id", String(64), nullable=True, comment="call offered or handled in this state"),
+    Column("forced_by", String(32), nullable=True, comment="supervisor who forced the state"),
+    Column("started_at", Timestamp, nullable=False, comment="UTC"),
+    Column("ended_at", Timestamp, nullable=False, comment="UTC"),
+    Column("duration_s", Float(), nullable=False),
+    Index(None, "agent_id", "started_at"),
+    Index(None, "started_at"),
+    **MYSQL_OPTIONS,
+)
+
+#: What happened to calls in the ACD's queues, one row per happening.
+queue_events = Table(
+    "queue_events", metadata,
+    _record_id(),
+    Column("at", Timestamp, nullable=False, comment="UTC"),
+    Column("queue", String(64), nullable=False),
+    Column("call_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False,
+           comment="enqueue, offer, answer, abandon, requeue, overflow, timeout, external"),
+    Column("agent_id", String(32), nullable=True, comment="agent offered or answering"),
+    Column("wait_s", Float(), nullable=True, comment="seconds since first queued"),
+    Column("position", Integer(), nullable=True, comment="calls waiting in the queue, this one included"),
+    Column("priority", SmallInteger(), nullable=True),
+    Column("detail", String(255), nullable=False, server_default="", comment="route rule, dial status, target…"),
+    CheckConstraint("kind IN ('enqueue', 'offer', 'answer', 'abandon', 'requeue', 'overflow', 'timeout', "
+                    "'external')", name="kind"),
+    Index(None, "queue", "at"),
+    Index(None, "at"),
+    Index(None, "call_id"),
+    **MYSQL_OPTIONS,
+)
+
+#: The all-busy wait log (全忙等待记录): calls that found every agent of their queue busy.
+all_busy_log = Table(
+    "all_busy_log", metadata,
+    _record_id(),
+    Column("call_id", String(64), nullable=False),
+    Column("queue", String(64), nullable=False),
+    Column("ani", String(32), nullable=True),
+    Column("started_at", Timestamp, nullable=False, comment="UTC, queued with no agent free"),
+    Column("ended_at", Timestamp, nullable=False, comment="UTC, offered to an agent, sent out or abandoned"),
+    Column("wait_s", Float(), nullable=False),
+    Column("outcome", String(16), nullable=False, comment="offered, abandoned, external"),
+    CheckConstraint("outcome IN ('offered', 'abandoned', 'external')", name="outcome"),
+    Index(None, "started_at"),
+    Index(None, "queue", "started_at"),
+    **MYSQL_OPTIONS,
+)
+
+#: The recording index (录音索引): one row per recording of a leg.
+recordings = Table(
+    "recordings", metadata,
+    _record_id(),
+    Column("call_id", String(64), nullable=False),
+    Column("uniqueid", String(64), nullable=False, comment="the recorded leg"),
+    Column("agent_id", String(32), nullable=True, comment="agent on the call"),
+    Column("ani", String(32), nullable=True),
+    Column("extension", String(64), nullable=True, comment="agent's station, or the number dialled"),
+    Column("filename", String(255), nullable=True, comment="the file on the recording server"),
+    Column("started_at", Timestamp, nullable=False, comment="UTC"),
+    Column("stopped_at", Timestamp, nullable=False, comment="UTC"),
+    Column("duration_s", Float(), nullable=False),
+    Index(None, "started_at"),
+    Index(None, "agent_id", "started_at"),
+    Index(None, "extension", "started_at"),
+    Index(None, "call_id"),
+    **MYSQL_OPTIONS,
+)
+
+#: Voice messages (留言) callers left, for agents to call back.
+voice_messages = Table(
+    "voice_messages", metadata,
+    _record_id(),
+    Column("at", Timestamp, nullable=False, comment="UTC, when the message was left"),
+    Column("call_id", String(64), nullable=True),
+    Column("ani", String(32), nullable=True, comment="caller's number, to call back"),
+    Column("mailbox", String(64), nullable=False, comment="queue or agent the message is for"),
+    Column("filename", String(255), nullable=False),
+    Column("duration_s", Float(), nullable=False),
+    Index(None, "mailbox", "at"),
+    Index(None, "at"),
+    **MYSQL_OPTIONS,
+)
+
+#: The core-banking trade log (交易流水): requests ctid sent to the host and their results; never a secret.
+trade_log = Table(
+    "trade_log", metadata,
+    _record_id(),
+    Column("at", Timestamp, nullable=False, comment="UTC, request sent"),
+    Column("trade_id", String(64), nullable=False, comment="the request's serial number"),
+    Column("kind", String(32), nullable=False, comment="balance, transfer, statement, loss_report…"),
+    Column("call_id", String(64), nullable=True),
+    Column("customer_id", String(32), nullable=True),
+    Column("account", String(24), nullable=True, comment="masked: **** **** **** 1234"),
+    Column("amount", Numeric(18, 2), nullable=True),
+    Column("currency", String(3), nullable=True, comment="ISO 4217: CNY, USD…"),
+    Column("result_code", String(16), nullable=False, comment="the host's answer code, or timeout, error…"),
+    Column("latency_ms", Integer(), nullable=True, comment="NULL: no answer"),
+    Column("channel", String(16), nullable=False, comment="ivr, agent, sms…"),
+    Column("agent_id", String(32), nullable=True),
+    Index(None, "at"),
+    Index(None, "trade_id"),
+    Index(None, "call_id"),
+    Index(None, "customer_id", "at"),
+    **MYSQL_OPTIONS,
+)
+
+#: The audit log: who did what, from where, with which outcome (logins, supervisor actions, config…).
+audit_log = Table(
+    "audit_log", metadata,
+    _record_id(),
+    Column("at", Timestamp, nullable=False, comment="UTC"),
+    Column("actor", String(64), nullable=False, comment="agent id, admin, or system"),
+    Column("role", String(16), nullable=True, comment="agent, supervisor, admin, leader"),
+    Column("address", String(64), nullable=True, comment="peer host:port"),
+    Column("action", String(64), nullable=False, comment="login, force_logout, listen, reload…"),
+    Column("target", String(128), nullable=True, comment="agent, call, queue or file acted on"),
+    Column("outcome", String(32), nullable=False, comment="ok, or the refusal code"),
+    Column("detail", String(1000), nullable=False, server_default="", comment="long digit runs are masked"),
+    Index(None, "at"),
+    Index(None, "actor", "at"),
+    Index(None, "action", "at"),
+    **MYSQL_OPTIONS,
+)
+
+#: The record tables, by name: the ones :class:`~ctid.adapters.store.writer.RecordWriter` writes.
+RECORD_TABLES = {table.name: table for table in (call_records, call_legs, agent_state_log, queue_events, all_busy_log,
+                                                 recordings, voice_messages, trade_log, audit_log)}

@@ -10,7 +10,8 @@ Pure domain code (no I/O, time from an injected clock).  The pieces:
 * :mod:`ctid.acd.priority` — VIP / priority rules;
 * :mod:`ctid.acd.locality` — caller number → city;
 * :mod:`ctid.acd.ewt` — estimated wait time;
-* :mod:`ctid.acd.runtime` — the ACD's internal queue and agent records.
+* :mod:`ctid.acd.runtime` — the ACD's internal structure: queue and agent records, agents' plans;
+* :mod:`ctid.acd.queries` — positions, listings, all-busy and wait estimates.
 
 See ``docs/acd.md``.
 """

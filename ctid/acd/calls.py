@@ -14,15 +14,22 @@ overflowed, re-prioritised), so that copies left in heaps die::
 
 Each waiting call is kept
 
-* in its :class:`CallQueue`'s ``order``, a ``SortedList`` of keys, for
-  positions (O(log n) rank) and listings;
 * in its :class:`CallPool` (the queues of one skill group with one
   ``min_level``): in ``live`` (key → call) and in one heap for matching —
   ``open`` (any agent of the pool may take it) or, for a queue with local
   preference, the heap of the caller's city until the call overflows (it is
   then filed again in ``open``).  Heaps use lazy deletion: a key no longer
-  in ``live`` is popped when it surfaces, and a heap is compacted when it
-  has doubled since its last compaction (+64).
+  in ``live`` is popped when it surfaces — mostly when a call is filed in
+  the heap, which sweeps its top, rather than when an agent reads it — and a
+  heap is compacted (in place: the list keeps its identity, so the ACD may
+  hold it) when it has doubled since its last compaction (+64);
+* in its :class:`CallQueue`'s order, a ``SortedList`` of keys, for positions
+  (O(log n) rank) and listings.  The order is brought up to date only when
+  asked (:meth:`CallQueue.position`, :meth:`CallQueue.calls`,
+  :meth:`CallQueue.ahead_of`): filing and taking a call only note the key in
+  a set of keys added or removed since then, and a call taken before
+  anybody asked never touches the ``SortedList``.  Each key still enters and
+  leaves the ``SortedList`` at most once: O(log n) amortised.
 """
 
 from __future__ import annotations
@@ -90,11 +97,12 @@ class CallHeap:
         self.live = live
 
     def push(self, key: int) -> None:
-        """Add a live key, compacting first when the heap has doubled since the last compaction."""
-        items = self.items
+        """Add a live key: sweep dead keys off the top, compact (in place) when the heap has doubled since."""
+        items, live = self.items, self.live
+        while items and items[0] not in live:
+            heappop(items)
         if len(items) >= self.limit:
-            live = self.live
-            self.items = items = [k for k in items if k in live]
+            items[:] = [k for k in items if k in live]
             heapify(items)
             self.limit = 2 * len(items) + 64
         heappush(items, key)
@@ -127,36 +135,40 @@ class CallPool:
         self.local = False
 
     def city_heap(self, city: str) -> CallHeap:
-        """The heap of the calls waiting for an agent of ``city``."""
+        """The heap of the calls waiting for an agent of ``city`` (created empty)."""
         heap = self.cities.get(city)
         if heap is None:
             heap = self.cities[city] = CallHeap(self.live)
         return heap
 
-    def take(self, heap: CallHeap) -> WaitingCall:
-        """Pop the top of ``heap`` (just read with :meth:`CallHeap.top`); the caller updates its queue."""
-        return self.live.pop(heappop(heap.items))
-
 
 class CallQueue:
-    """The calls waiting in one queue: an order-statistics list of keys, matched through its pool."""
+    """The calls waiting in one queue: an order-statistics list of keys kept up to date on demand.
 
-    __slots__ = ("config", "order", "pool")
+    ``added`` and ``removed`` hold the keys filed and taken out since the
+    ``SortedList`` was last brought up to date; ``size`` counts the calls.
+    """
+
+    __slots__ = ("config", "pool", "size", "added", "removed", "_order")
 
     def __init__(self, config: QueueConfig, pool: CallPool):
         self.config = config
-        self.order = SortedList()
         self.pool = pool
+        self.size = 0
+        self.added: set[int] = set()
+        self.removed: set[int] = set()
+        self._order = SortedList()
         pool.local = pool.local or config.local_preference
 
     def __len__(self) -> int:
-        return len(self.order)
+        return self.size
 
     def insert(self, call: WaitingCall) -> None:
         """Queue ``call``: in its city's heap while it waits for a local agent, else in ``open``."""
         call.generation += 1
         key = call.key = call_key(call.priority, call.seq, call.generation)
-        self.order.add(key)
+        self.added.add(key)
+        self.size += 1
         pool = self.pool
         pool.live[key] = call
         if call.city is None or call.overflowed or not self.config.local_preference:
@@ -164,10 +176,18 @@ class CallQueue:
         else:
             pool.city_heap(call.city).push(key)
 
+    def forget(self, key: int) -> None:
+        """A call left the pool (its ``live`` entry is gone): note it for the order."""
+        self.size -= 1
+        if key in self.added:
+            self.added.remove(key)
+        else:
+            self.removed.add(key)
+
     def remove(self, call: WaitingCall) -> None:
         """Take ``call`` out of this queue (its heap entries die lazily)."""
         del self.pool.live[call.key]
-        self.order.remove(call.key)
+        self.forget(call.key)
 
     def open_up(self, call: WaitingCall) -> None:
         """Overflow: from now on any agent of the group may take ``call`` (filed again, in ``open``)."""
@@ -181,15 +201,30 @@ class CallQueue:
         call.priority = priority
         self.insert(call)
 
+    def order(self) -> SortedList:
+        """The keys of the waiting calls, in order, brought up to date (O(log n) per change since last time)."""
+        order, removed, added = self._order, self.removed, self.added
+        if removed:
+            if 4 * len(removed) > len(order):
+                self._order = order = SortedList(key for key in order if key not in removed)
+            else:
+                for key in removed:
+                    order.remove(key)
+            removed.clear()
+        if added:
+            order.update(added)
+            added.clear()
+        return order
+
     def position(self, call: WaitingCall) -> int:
-        """1 for the next call to be served: O(log n)."""
-        return self.order.index(call.key) + 1
+        """1 for the next call to be served: O(log n) (amortised)."""
+        return self.order().index(call.key) + 1
 
     def ahead_of(self, priority: int) -> int:
         """How many waiting calls a new call of ``priority`` would have ahead of it."""
-        return self.order.bisect_left(call_key(priority - 1, -_SEQ_OFFSET))
+        return self.order().bisect_left(call_key(priority - 1, -_SEQ_OFFSET))
 
     def calls(self) -> list[WaitingCall]:
         """The waiting calls, next to be served first."""
         live = self.pool.live
-        return [live[key] for key in self.order]
+        return [live[key] for key in self.order()]

@@ -28,10 +28,14 @@ at the start of :meth:`ACD.agent_available`; both return the offers the newly
 open calls got.
 
 Costs: O(log n) per decision and per change, amortised (integer keys and lazy
-deletion: see :mod:`ctid.acd.pools` and :mod:`ctid.acd.calls`); an agent
-becoming available looks at the heads of its call pools only.  The two hot
-paths (:meth:`ACD.enqueue` into a queue without local preference, and
-:meth:`ACD.agent_available`) are written flat, with few calls.
+deletion: see :mod:`ctid.acd.pools` and :mod:`ctid.acd.calls`); nothing
+scans all agents or all calls.  The decision paths are kept short and flat:
+:meth:`ACD.enqueue` reads the top of one heap, :meth:`ACD.agent_available`
+the heads of the call heaps in its precomputed ``watch`` list; the dead keys
+lazy deletion leaves are swept when an agent or a call is *filed* in a heap
+(work done when nothing is decided), and an agent's filing plan is worked out
+once per skills and city (:class:`ctid.acd.runtime.Planner`).  The queries
+are in :mod:`ctid.acd.queries`.
 """
 
 from __future__ import annotations
@@ -40,14 +44,14 @@ from collections.abc import Iterable, Mapping
 from heapq import heapify, heappop, heappush
 from typing import NamedTuple, Protocol
 
-from ctid.acd.calls import CallPool, WaitingCall
+from ctid.acd.calls import WaitingCall
 from ctid.acd.config import QueueConfig
-from ctid.acd.ewt import Estimator, QueueStats, observed_estimate
-from ctid.acd.locality import CityTable, national
-from ctid.acd.pools import SEQ_MASK, AgentInfo, HeapIndex, RingIndex, file_agent, level_key
-from ctid.acd.priority import PriorityRule, RuleBook
-from ctid.acd.runtime import AgentRecord, QueueRecord
-from ctid.acd.strategies import STRATEGIES
+from ctid.acd.ewt import Estimator, observed_estimate
+from ctid.acd.locality import COUNTRY_CODES, CityTable, national
+from ctid.acd.pools import METRIC_OFFSET, METRIC_SHIFT, SEQ_MASK, AgentInfo, bury, file_agent
+from ctid.acd.priority import PriorityRule
+from ctid.acd.queries import Queries
+from ctid.acd.runtime import AgentRecord, Planner, QueueRecord, Site
 
 __all__ = ["ACD", "Clock", "Offer", "QueueFull"]
 
@@ -71,7 +75,11 @@ class Offer(NamedTuple):
     waited: float
 
 
-class ACD:
+#: Builds an :class:`Offer` from a 4-tuple without the Python-level ``__new__`` of named tuples.
+_new_tuple = tuple.__new__
+
+
+class ACD(Queries):
     """Queues, priorities and distribution strategies for one site (see the module docstring)."""
 
     def __init__(
@@ -85,50 +93,22 @@ class ACD:
         alpha: float = 0.2,
     ):
         self._clock = clock
+        #: The clock's ``seconds``, bound once: the hot paths call it.
+        self._now = clock.seconds
         self._cities = cities if isinstance(cities, CityTable) else CityTable(cities or {})
         self._estimator = estimator
         #: Availability number -> agent, for the agents available now.
         self._live: dict[int, AgentRecord] = {}
-        self._queues: dict[str, QueueRecord] = {}
-        self._indexes: dict[str, list[HeapIndex | RingIndex]] = {}
-        #: Per skill group: (level limit, call pool) for each min_level in use.
-        self._pools: dict[str, list[tuple[int, CallPool]]] = {}
-        self._build(list(queues), tuple(rules), alpha)
-        self._serving = dict.fromkeys(self._pools, 0)
+        site = Site(list(queues), tuple(rules), alpha, self._live)
+        self._queues = site.queues
+        self._planner = Planner(site.indexes, site.pools)
+        self._indexes = site.indexes
+        self._serving = dict.fromkeys(site.pools, 0)
         self._agents: dict[str, AgentRecord] = {}
         self._calls: dict[str, WaitingCall] = {}
         self._seq = self._head = self._avail_seq = 0
         self._overflows: list[tuple[float, int, WaitingCall]] = []
         self._expiries: list[tuple[float, int, WaitingCall]] = []
-
-    def _build(self, configs: list[QueueConfig], rules: tuple[PriorityRule, ...], alpha: float) -> None:
-        """One index per (group, strategy) — per queue for ``even`` — and one call pool per (group, min_level)."""
-
-        def key(config: QueueConfig) -> tuple[str, str, str]:
-            per_queue = STRATEGIES[config.strategy].kind == "count"
-            return config.group, config.strategy, config.name if per_queue else ""
-
-        local = {key(config) for config in configs if config.local_preference}
-        indexes: dict[tuple[str, str, str], HeapIndex | RingIndex] = {}
-        pools: dict[tuple[str, int], CallPool] = {}
-        for config in configs:
-            if config.name in self._queues:
-                raise ValueError(f"queue {config.name} is configured twice")
-            index = indexes.get(key(config))
-            if index is None:
-                strategy = STRATEGIES[config.strategy]
-                if strategy.kind == "ring":
-                    index = RingIndex(key(config) in local)
-                else:
-                    index = HeapIndex(strategy.metric, key(config) in local, self._live)
-                indexes[key(config)] = index
-                self._indexes.setdefault(config.group, []).append(index)
-            pool = pools.get((config.group, config.min_level))
-            if pool is None:
-                pool = pools[config.group, config.min_level] = CallPool()
-                self._pools.setdefault(config.group, []).append((level_key(config.min_level - 1), pool))
-            queue = QueueRecord(config, pool, index, RuleBook(rules + config.rules), QueueStats(alpha))
-            self._queues[config.name] = queue
 
     # -- agents ------------------------------------------------------------------
 
@@ -139,7 +119,7 @@ class ACD:
         other agents, come first in the list).  An agent already available is
         re-filed with the new ``info``.
         """
-        now = self._clock.seconds()
+        now = self._now()
         agent = self._agents.get(info.agent_id)
         if agent is None:
             agent = self._agents[info.agent_id] = AgentRecord(info)
@@ -148,27 +128,60 @@ class ACD:
         overflows = self._overflows
         offers = self._promote(now) if overflows and overflows[0][0] <= now else []
         agent.info = info
-        if agent.skills is not info.skills:
-            self._plan(agent, info.skills)
-        offer = self._call_for(agent, info, now)
-        if offer is not None:
-            offers.append(offer)
-            return offers
-        seq = self._avail_seq = self._avail_seq + 1
-        agent.seq = seq
-        self._live[seq] = agent
-        file_agent(agent.plan, info, seq, agent.rings)
+        if agent.skills is not info.skills or agent.city != info.city or not agent.serving:
+            self._plan(agent, info)
+        if self._calls:
+            best = None
+            for live, heaps in agent.watch:  # the heads of the call heaps it may take from
+                if live:
+                    for items in heaps:
+                        while items:
+                            key = items[0]
+                            if key in live:
+                                if best is None or key < best:
+                                    best, best_live = key, live
+                                break
+                            heappop(items)
+            if best is not None:  # its key stays on top, dead: the next call filed in this heap sweeps it
+                call = best_live.pop(best)
+                queue = self._queues[call.queue]
+                waiting = queue.calls  # CallQueue.forget, inlined
+                waiting.size -= 1
+                if best in waiting.added:
+                    waiting.added.remove(best)
+                else:
+                    waiting.removed.add(best)
+                del self._calls[call.call_id]
+                if queue.picked is not None:
+                    queue.picked(agent.agent_id)
+                offers.append(_new_tuple(Offer, (call, agent.agent_id, queue.name, now - call.enqueued_at)))
+                return offers
+        seq = agent.seq = self._avail_seq = self._avail_seq + 1
+        live = self._live
+        live[seq] = agent
+        for metric, counts, heaps in agent.filing:
+            value = metric(info) if metric is not None else counts.get(agent.agent_id, 0)
+            tail = ((int(value * 1000) + METRIC_OFFSET) << METRIC_SHIFT) + seq
+            for part, heap in heaps:
+                items = heap.items
+                while items and items[0] & SEQ_MASK not in live:  # sweep the top here, off the decision paths
+                    heappop(items)
+                if len(items) >= heap.limit:
+                    heap.compact()
+                heappush(items, part + tail)
+        if agent.ring_plan:
+            file_agent(agent.ring_plan, info, seq, agent.rings)
         return offers
 
     def agent_unavailable(self, agent_id: str) -> None:
         """The agent logged out, paused or was locked: it is no longer offered calls nor counted as serving."""
-        agent = self._agents.pop(agent_id, None)
-        if agent is None:
+        agent = self._agents.get(agent_id)
+        if agent is None or not agent.serving:
             return
         if agent.seq:
             self._retire(agent)
-        if agent.skills is not None:
-            self._count_serving(agent.skills, -1)
+        agent.serving = False
+        self._count_serving(agent.skills, -1)
 
     def is_available(self, agent_id: str) -> bool:
         """Whether the agent is filed as available (not reserved by an offer, not unavailable)."""
@@ -185,67 +198,32 @@ class ACD:
             for index in indexes:
                 index.counts.clear()
 
-    def _plan(self, agent: AgentRecord, skills: Mapping[str, int]) -> None:
-        """Work out where the agent is filed and which call pools it serves; keep the serving counts."""
-        if agent.skills == skills:
-            agent.skills = skills
-            return
-        if agent.skills is not None:
+    def _plan(self, agent: AgentRecord, info: AgentInfo) -> None:
+        """Count the agent as serving its groups; work out its plan again if its skills or city changed."""
+        skills = info.skills
+        if not agent.serving:
+            agent.serving = True
+            self._count_serving(skills, 1)
+        elif agent.skills != skills:
             self._count_serving(agent.skills, -1)
-        self._count_serving(skills, 1)
-        agent.skills = skills
-        agent.plan = tuple(
-            (index, level_key(level)) for group, level in skills.items() for index in self._indexes.get(group, ())
-        )
-        agent.serves = tuple(
-            pool
-            for group, level in skills.items()
-            for limit, pool in self._pools.get(group, ())
-            if level_key(level) < limit
-        )
+            self._count_serving(skills, 1)
+        if agent.skills != skills or agent.city != info.city:
+            self._planner.plan(agent, info)
+        else:
+            agent.skills = skills
 
     def _retire(self, agent: AgentRecord) -> None:
-        """End the agent's availability: O(1) for heaps (lazy), O(log n) per ring entry."""
+        """End the agent's availability: O(1) per heap and ring entry (they die lazily)."""
         del self._live[agent.seq]
         agent.seq = 0
         if agent.rings:
-            for ring, entry in agent.rings:
-                ring.remove(entry)
-            agent.rings.clear()
+            bury(agent.rings)
 
     def _count_serving(self, skills: Mapping[str, int], step: int) -> None:
         serving = self._serving
         for group in skills:
             if group in serving:
                 serving[group] += step
-
-    def _call_for(self, agent: AgentRecord, info: AgentInfo, now: float) -> Offer | None:
-        """The most urgent call the agent may take, taken out of its queue, as an offer."""
-        best = best_heap = best_pool = None
-        city = info.city
-        for pool in agent.serves:
-            if not pool.live:
-                continue
-            heap = pool.open
-            if heap.items:
-                key = heap.top()
-                if key is not None and (best is None or key < best):
-                    best, best_heap, best_pool = key, heap, pool
-            if pool.local:
-                heap = pool.cities.get(city)
-                if heap is not None and heap.items:
-                    key = heap.top()
-                    if key is not None and (best is None or key < best):
-                        best, best_heap, best_pool = key, heap, pool
-        if best_pool is None:
-            return None
-        call = best_pool.take(best_heap)
-        queue = self._queues[call.queue]
-        queue.calls.order.remove(best)
-        del self._calls[call.call_id]
-        if queue.picked is not None:
-            queue.picked(info.agent_id)
-        return Offer(call, info.agent_id, queue.name, now - call.enqueued_at)
 
     # -- calls ---------------------------------------------------------------------
 
@@ -259,31 +237,54 @@ class ACD:
         queue = self._queues.get(call.queue) or self._queue(call.queue)
         if call.call_id in self._calls:
             raise ValueError(f"call {call.call_id} is already waiting")
-        if queue.max_length is not None and len(queue.calls.order) >= queue.max_length:
+        if queue.max_length is not None and queue.calls.size >= queue.max_length:
             raise QueueFull(call.queue)
-        now = call.enqueued_at = self._clock.seconds()
+        now = call.enqueued_at = self._now()
         floor = queue.priority if call.priority is None or call.priority < queue.priority else call.priority
         rules = queue.rules
+        call.seq = self._seq = self._seq + 1
+        call.overflowed = False
+        items = queue.agents  # the list of the heap to pick from; None: round robin, or see _place
+        caller = call.caller
         if queue.local:
-            number = national(call.caller)
-            call.city = self._cities.city_of_national(number)
+            number = caller if caller.isdigit() and not caller.startswith(COUNTRY_CODES) else national(caller)
+            city = call.city = self._cities.city_of_national(number)
             call.located = True
-            call.priority = rules.priority_for(number, call.data, floor) if rules else floor
+            call.priority = rules.priority_for(number, call.data, floor) if rules is not None else floor
+            heap = queue.index.cities.get(city) if items is not None and city is not None else None
+            if heap is None:
+                return self._place(queue, call, now)
+            items = heap.items  # an agent of the caller's city, else _place below (wait or overflow)
         else:
             call.located = False
-            if rules:
-                number = national(call.caller) if rules.needs_number else ""
+            if rules is not None:
+                if not rules.needs_number:
+                    number = ""
+                elif not caller.isdigit() or caller.startswith(COUNTRY_CODES):
+                    number = national(caller)
+                else:
+                    number = caller  # national() would answer it as it is
                 call.priority = rules.priority_for(number, call.data, floor)
             else:
                 call.priority = floor
-        self._seq += 1
-        call.seq = self._seq
-        call.overflowed = False
+            if items is None:
+                return self._place(queue, call, now)
+        live, limit = self._live, queue.limit
+        while items:  # the hot path, flat: the best live agent key of the heap, if its level will do
+            key = items[0]
+            if key >= limit:
+                break
+            agent = live.pop(key & SEQ_MASK, None)
+            if agent is not None:  # its key stays on top, dead: the next filing in this heap sweeps it
+                agent.seq = 0
+                if agent.rings:
+                    bury(agent.rings)
+                if queue.picked is not None:
+                    queue.picked(agent.agent_id)
+                return _new_tuple(Offer, (call, agent.agent_id, queue.name, 0.0))
+            heappop(items)
         if queue.local:
             return self._place(queue, call, now)
-        key = queue.best()
-        if key is not None and key < queue.limit:
-            return self._offer(queue, call, key, now)
         self._park(queue, call)
         return None
 
@@ -349,12 +350,6 @@ class ACD:
         times = [heap[0][0] for heap in (self._overflows, self._expiries) if heap]
         return min(times) if times else None
 
-    def _queue(self, name: str) -> QueueRecord:
-        try:
-            return self._queues[name]
-        except KeyError:
-            raise KeyError(f"unknown queue {name!r}") from None
-
     def _place(self, queue: QueueRecord, call: WaitingCall, now: float) -> Offer | None:
         """Offer ``call`` to an agent of ``queue`` now (marking it overflowed when due), or queue it."""
         if queue.local:
@@ -362,9 +357,9 @@ class ACD:
                 call.city = self._cities.city_of(call.caller)
                 call.located = True
             if call.city is not None and not call.overflowed:
-                key = queue.index.best(call.city)
-                if key is not None and key < queue.limit:
-                    return self._offer(queue, call, key, now)
+                agent = self._reserve(queue, call.city)
+                if agent is not None:
+                    return self._offer(queue, call, agent, now)
                 overflow_after = queue.overflow_after
                 if overflow_after is None or now < call.enqueued_at + overflow_after:
                     self._park(queue, call)
@@ -372,11 +367,34 @@ class ACD:
                         self._deadline(self._overflows, call.enqueued_at + overflow_after, call)
                     return None
                 call.overflowed = True
-        key = queue.best()
-        if key is not None and key < queue.limit:
-            return self._offer(queue, call, key, now)
+        agent = self._reserve(queue)
+        if agent is not None:
+            return self._offer(queue, call, agent, now)
         self._park(queue, call)
         return None
+
+    def _reserve(self, queue: QueueRecord, city: str | None = None) -> AgentRecord | None:
+        """Take the best available agent for ``queue`` (of ``city``, else of any city) out of the indexes."""
+        index, limit = queue.index, queue.limit
+        if queue.agents is None:  # round robin
+            key = index.best(city)
+            agent = self._live.pop(key & SEQ_MASK) if key is not None and key < limit else None
+        else:
+            heap = index.everyone if city is None else index.cities.get(city)
+            items, live, agent = heap.items if heap is not None else (), self._live, None
+            while items:
+                key = items[0]
+                if key >= limit:
+                    break
+                agent = live.pop(key & SEQ_MASK, None)
+                if agent is not None:  # its key stays on top, dead (see enqueue)
+                    break
+                heappop(items)
+        if agent is not None:
+            agent.seq = 0
+            if agent.rings:
+                bury(agent.rings)
+        return agent
 
     def _park(self, queue: QueueRecord, call: WaitingCall) -> None:
         """Queue ``call`` (no agent for it now)."""
@@ -393,18 +411,12 @@ class ACD:
             heapify(heap)
         heappush(heap, (when, call.seq, call))
 
-    def _offer(self, queue: QueueRecord, call: WaitingCall, key: int, now: float) -> Offer:
-        """Reserve the agent behind ``key`` for ``call``."""
-        agent = self._live.pop(key & SEQ_MASK)
-        agent.seq = 0
-        if agent.rings:
-            for ring, entry in agent.rings:
-                ring.remove(entry)
-            agent.rings.clear()
-        agent_id = agent.info.agent_id
+    @staticmethod
+    def _offer(queue: QueueRecord, call: WaitingCall, agent: AgentRecord, now: float) -> Offer:
+        """The offer of ``call`` to ``agent`` (reserved), noted by the queue's index."""
         if queue.picked is not None:
-            queue.picked(agent_id)
-        return Offer(call, agent_id, queue.name, now - call.enqueued_at)
+            queue.picked(agent.agent_id)
+        return _new_tuple(Offer, (call, agent.agent_id, queue.name, now - call.enqueued_at))
 
     def _promote(self, now: float) -> list[Offer]:
         """Open the calls whose overflow time has come to every city; offer them to available agents."""
@@ -417,56 +429,8 @@ class ACD:
             if queue.overflow_after is None or call.enqueued_at + queue.overflow_after != deadline:
                 continue
             queue.calls.open_up(call)
-            key = queue.best()
-            if key is not None and key < queue.limit:
+            agent = self._reserve(queue)
+            if agent is not None:
                 self.abandon(call.call_id)
-                offers.append(self._offer(queue, call, key, now))
+                offers.append(self._offer(queue, call, agent, now))
         return offers
-
-    # -- queries and statistics --------------------------------------------------------
-
-    def position(self, call_id: str) -> int | None:
-        """The call's rank in its queue (1 = next), O(log n); None if it is not waiting."""
-        call = self._calls.get(call_id)
-        return None if call is None else self._queues[call.queue].calls.position(call)
-
-    def waiting(self, queue: str) -> list[WaitingCall]:
-        """The calls waiting in ``queue``, next to be served first."""
-        return self._queue(queue).calls.calls()
-
-    def queue_length(self, queue: str) -> int:
-        """How many calls wait in ``queue``."""
-        return len(self._queue(queue).calls)
-
-    def call(self, call_id: str) -> WaitingCall | None:
-        """The waiting call ``call_id``, or None."""
-        return self._calls.get(call_id)
-
-    def all_busy(self, queue: str) -> bool:
-        """True when no agent of any city that may take ``queue``'s calls is available (遇忙)."""
-        q = self._queue(queue)
-        key = q.best()
-        return key is None or key >= q.limit
-
-    def estimated_wait(self, call_id: str) -> float | None:
-        """Seconds the waiting call should still wait (see :mod:`ctid.acd.ewt`); None if unknown."""
-        call = self._calls.get(call_id)
-        if call is None:
-            return None
-        queue = self._queues[call.queue]
-        return self._estimator(queue.stats.snapshot(queue.calls.position(call), self._serving[queue.group]))
-
-    def estimated_queue_wait(self, queue: str, priority: int = 0) -> float | None:
-        """Seconds a new call of ``priority`` would wait in ``queue`` (behind every call of its priority)."""
-        q = self._queue(queue)
-        position = q.calls.ahead_of(max(priority, q.config.priority)) + 1
-        return self._estimator(q.stats.snapshot(position, self._serving[q.group]))
-
-    def call_answered(self, queue: str, wait: float) -> None:
-        """A call of ``queue`` was answered by its agent after ``wait`` seconds (feeds the EWT)."""
-        q = self._queue(queue)
-        q.stats.answered(self._clock.seconds(), wait, backlog=len(q.calls) > 0)
-
-    def call_completed(self, queue: str, handle_time: float) -> None:
-        """A call of ``queue`` ended; ``handle_time``: seconds of agent time it took (feeds the EWT)."""
-        self._queue(queue).stats.completed(handle_time)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["CHINA_AREA_CODES", "CityTable", "national"]
+__all__ = ["CHINA_AREA_CODES", "COUNTRY_CODES", "CityTable", "national"]
 
 #: A few area codes, as an example and for tests; the site configures its own table.
 CHINA_AREA_CODES: Mapping[str, str] = {
@@ -38,9 +38,13 @@ CHINA_AREA_CODES: Mapping[str, str] = {
 }
 
 
+#: A number of digits that starts with none of these is already in national form.
+COUNTRY_CODES = ("0086", "86")
+
+
 def national(number: str) -> str:
     """The national form of a Chinese number (see the module docstring); '' for no digits."""
-    if number.isdigit() and not number.startswith(("0086", "86")):
+    if number.isdigit() and not number.startswith(COUNTRY_CODES):
         return number
     if not number.isdigit():
         number = "".join(ch for ch in number if ch.isdigit())

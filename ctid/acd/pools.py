@@ -14,16 +14,21 @@ so a key sorts by level (higher first), then by the strategy's metric
 available first — for agents idle since their availability, the longest idle).
 One integer per entry keeps comparisons cheap.  Deletion is *lazy*: an
 availability that ends is dropped from ``live`` (O(1)); an entry whose
-``key & SEQ_MASK`` is no longer live is popped when it reaches the top, and a
-heap is compacted when it grows past twice its size after the last
-compaction (+64).  Live entries of a heap never outnumber the members of its
-group (or city), so memory stays bounded and every operation is amortised
-O(log n).
+``key & SEQ_MASK`` is no longer live is popped when it reaches the top.  The
+ACD sweeps the dead keys off the top of a heap when it files an agent in it
+(so the decisions, which read the top, seldom meet one), and a heap is
+compacted (in place: the ACD holds the lists of the heaps it reads and
+writes) when it grows past twice its live size after the last compaction
+(+16).  Live entries of a heap never outnumber the members of its group (or
+city), so memory stays bounded and every operation is amortised O(log n).
 
 Round robin (:class:`RingIndex`) keeps a ``SortedList`` of
-``(9 - level, agent_id, seq)`` per index and city, removed eagerly (O(log n)),
-and finds the successor of the last offered agent by bisection.  Its
-:meth:`RingIndex.best` answers a key of the same shape (metric 0).
+``(9 - level, agent_id, seq)`` per index and city (a :class:`Ring`) and
+finds the successor of the last offered agent by bisection.  Its entries die
+lazily too: the ACD counts them dead (:func:`bury`, O(1) each),
+:meth:`RingIndex.best` steps over them and a ring is rebuilt once a quarter
+of it is dead.  :meth:`RingIndex.best` answers a key of the same shape
+(metric 0).
 
 Indexes answer keys; the ACD reads the level with :func:`level_of` and the
 availability with ``key & SEQ_MASK``.
@@ -40,10 +45,17 @@ from sortedcontainers import SortedList
 
 from ctid.acd.strategies import Metric
 
-__all__ = ["SEQ_MASK", "AgentHeap", "AgentInfo", "HeapIndex", "RingIndex", "file_agent", "level_key", "level_of"]
+__all__ = [
+    "METRIC_OFFSET", "METRIC_SHIFT", "SEQ_MASK", "AgentHeap", "AgentInfo", "HeapIndex", "Ring", "RingIndex", "bury",
+    "file_agent", "level_key", "level_of",
+]
 
 _NO_SKILLS: Mapping[str, int] = MappingProxyType({})
-_LEVEL_SHIFT, _METRIC_SHIFT, _METRIC_OFFSET = 104, 40, 1 << 63
+_LEVEL_SHIFT = 104
+#: Where the metric part of a key starts, and the offset that keeps it positive.
+METRIC_SHIFT, METRIC_OFFSET = 40, 1 << 63
+#: Dead keys a heap may gather beyond twice its live size before it is compacted.
+_SLACK = 16
 #: The availability sequence number in the low bits of a key.
 SEQ_MASK = (1 << 40) - 1
 
@@ -69,7 +81,8 @@ class AgentInfo(NamedTuple):
     ``talk_time_total`` (s), ``idle_time_total`` (s) and ``idle_periods`` are
     the day's totals (finite numbers).  Treat ``skills`` as immutable: pass a
     new mapping when an agent's skills change (the ACD re-plans an agent when
-    it receives another mapping, and keeps its plan for the same object).
+    it receives another mapping with other levels, or another city, and
+    keeps its plan otherwise — across :meth:`~ctid.acd.ACD.agent_unavailable` too).
     """
 
     agent_id: str
@@ -89,7 +102,7 @@ class AgentHeap:
 
     def __init__(self, live: Mapping[int, Any]):
         self.items: list[int] = []
-        self.limit = 64
+        self.limit = _SLACK
         self.live = live
 
     def push(self, key: int) -> None:
@@ -99,11 +112,11 @@ class AgentHeap:
         heappush(self.items, key)
 
     def compact(self) -> None:
-        """Drop the dead keys (amortised O(1) per push: the limit doubles with the live size)."""
-        live = self.live
-        self.items = items = [k for k in self.items if k & SEQ_MASK in live]
+        """Drop the dead keys, in place (amortised O(1) per push: the limit doubles with the live size)."""
+        live, items = self.live, self.items
+        items[:] = [k for k in items if k & SEQ_MASK in live]
         heapify(items)
-        self.limit = 2 * len(items) + 64
+        self.limit = 2 * len(items) + _SLACK
 
     def top(self) -> int | None:
         """The best live key (dead ones on top are dropped), or None."""
@@ -136,7 +149,12 @@ class HeapIndex:
 
     def add(self, info: AgentInfo, level_part: int, seq: int, rings: list) -> None:
         """File an available agent (and under its city when this index serves local queues)."""
-        file_agent(((self, level_part),), info, seq, rings)
+        metric = self.metric
+        value = metric(info) if metric is not None else self.counts.get(info.agent_id, 0)
+        key = level_part + ((int(value * 1000) + METRIC_OFFSET) << METRIC_SHIFT) + seq
+        self.everyone.push(key)
+        if self.local:
+            self.city_heap(info.city).push(key)
 
     def city_heap(self, city: str) -> AgentHeap:
         """The heap of the agents of ``city`` (created empty)."""
@@ -159,35 +177,42 @@ class HeapIndex:
 
 
 def file_agent(plan: Iterable[tuple[HeapIndex | RingIndex, int]], info: AgentInfo, seq: int, rings: list) -> None:
-    """File an available agent in each ``(index, level part)`` of ``plan`` (the hot path, inlined)."""
-    city = info.city
+    """File an available agent in each ``(index, level part)`` of ``plan``.
+
+    The ACD files in heap indexes itself (inlined, each metric computed once
+    per availability: see :class:`~ctid.acd.runtime.AgentRecord`); it uses this for the rings.
+    """
     for index, level_part in plan:
-        if index.__class__ is RingIndex:
-            index.add(info, level_part, seq, rings)
-            continue
-        metric = index.metric
-        value = metric(info) if metric is not None else index.counts.get(info.agent_id, 0)
-        key = level_part + ((int(value * 1000) + _METRIC_OFFSET) << _METRIC_SHIFT) + seq
-        heap = index.everyone
-        if len(heap.items) >= heap.limit:
-            heap.compact()
-        heappush(heap.items, key)
-        if index.local:
-            heap = index.cities.get(city) or index.city_heap(city)
-            if len(heap.items) >= heap.limit:
-                heap.compact()
-            heappush(heap.items, key)
+        index.add(info, level_part, seq, rings)
+
+
+class Ring(SortedList):
+    """A sorted list of ring entries, with a count of the entries whose availability has ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dead = 0
 
 
 class RingIndex:
-    """Available agents of one skill group in a ring (``agent_id`` order) per level tier: round robin."""
+    """Available agents of one skill group in a ring (``agent_id`` order) per level tier: round robin.
 
-    __slots__ = ("local", "everyone", "cities", "counts", "last")
+    With a ``live`` table (the ACD's), deletion is lazy: the ACD counts an
+    entry as dead in its ring when the availability ends (:func:`bury`),
+    :meth:`best` steps over dead entries, and :meth:`add` rebuilds a ring
+    once more than a quarter of its entries (+4) are dead (amortised O(1)
+    per entry, and a removal costs one increment instead of a ``SortedList``
+    deletion).  Without a table every entry is live (the caller removes
+    entries itself).
+    """
 
-    def __init__(self, local: bool):
+    __slots__ = ("local", "everyone", "cities", "counts", "last", "live")
+
+    def __init__(self, local: bool, live: Mapping[int, Any] | None = None):
         self.local = local
-        self.everyone = SortedList()
-        self.cities: dict[str, SortedList] = {}
+        self.live = live
+        self.everyone = Ring()
+        self.cities: dict[str, Ring] = {}
         self.counts: dict[str, int] = {}
         #: The agent this index offered last.
         self.last = ""
@@ -195,29 +220,51 @@ class RingIndex:
     def add(self, info: AgentInfo, level_part: int, seq: int, rings: list) -> None:
         """File an available agent in the ring (and its city's ring); note where in ``rings``."""
         entry = (level_part >> _LEVEL_SHIFT, info.agent_id, seq)
-        self.everyone.add(entry)
-        rings.append((self.everyone, entry))
+        self._add(self.everyone, entry, rings)
         if self.local:
             ring = self.cities.get(info.city)
             if ring is None:
-                ring = self.cities[info.city] = SortedList()
-            ring.add(entry)
-            rings.append((ring, entry))
+                ring = self.cities[info.city] = Ring()
+            self._add(ring, entry, rings)
+
+    def _add(self, ring: Ring, entry: tuple[int, str, int], rings: list) -> None:
+        if 4 * ring.dead > len(ring) + 16:
+            live = self.live
+            kept = [e for e in ring if e[2] in live]
+            ring.clear()
+            ring.update(kept)
+            ring.dead = 0
+        ring.add(entry)
+        rings.append((ring, entry))
 
     def best(self, city: str | None = None) -> int | None:
         """In the top level tier, the first agent after the last one offered (wrapping), or None."""
         ring = self.everyone if city is None else self.cities.get(city)
         if not ring:
             return None
-        first = ring[0]
-        tier, last = first[0], self.last
-        i = ring.bisect_left((tier, last))
-        size = len(ring)
-        if i < size and ring[i][1] == last and ring[i][0] == tier:
-            i += 1
-        chosen = ring[i] if i < size and ring[i][0] == tier else first
+        live, last = self.live, self.last
+        for first in ring:
+            if live is None or first[2] in live:
+                break
+        else:
+            return None
+        tier = first[0]
+        chosen = first
+        for entry in ring.irange((tier, last)):
+            if entry[0] != tier:
+                break
+            if entry[1] != last and (live is None or entry[2] in live):
+                chosen = entry
+                break
         return (chosen[0] << _LEVEL_SHIFT) + chosen[2]
 
     def picked(self, agent_id: str) -> None:
         """Move the ring's pointer to ``agent_id``."""
         self.last = agent_id
+
+
+def bury(rings: list[tuple[Ring, tuple[int, str, int]]]) -> None:
+    """An availability ended: count its ring entries as dead (they go lazily), and forget them."""
+    for ring, _ in rings:
+        ring.dead += 1
+    rings.clear()

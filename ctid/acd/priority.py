@@ -15,11 +15,12 @@ of ``data`` equals what the IVR collected (e.g. ``customer_class = vip``).
 :class:`RuleBook` compiles the rules for the call path: exact numbers and
 prefixes become dict look-ups (one per distinct prefix length), single-pair
 data rules a short list; only rules mixing conditions are evaluated one by one.
+The compiled tables are held by a closure, so the call path reads no attributes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ctid.acd.locality import national
@@ -55,50 +56,64 @@ def _raise(table: dict[str, int], key: str, priority: int) -> None:
 
 
 class RuleBook:
-    """A compiled set of rules answering a call's priority."""
+    """A compiled set of rules answering a call's priority.
 
-    __slots__ = ("_numbers", "_prefixes", "_lengths", "_data", "_general", "needs_number")
+    :meth:`priority_for` is a closure over the compiled tables (no attribute
+    look-ups on the call path), made once per book.
+    """
+
+    __slots__ = ("needs_number", "_empty", "priority_for")
 
     def __init__(self, rules: Iterable[PriorityRule]):
-        self._numbers: dict[str, int] = {}
-        self._prefixes: dict[str, int] = {}
-        self._data: list[tuple[str, str, int]] = []
-        self._general: list[PriorityRule] = []
+        numbers: dict[str, int] = {}
+        prefixes: dict[str, int] = {}
+        data_rules: list[tuple[str, str, int]] = []
+        general: list[PriorityRule] = []
         for rule in rules:
             if rule.data and not (rule.numbers or rule.prefixes) and len(rule.data) == 1:
-                self._data.append((*rule.data[0], rule.priority))
+                data_rules.append((*rule.data[0], rule.priority))
             elif rule.data or not (rule.numbers or rule.prefixes):
-                self._general.append(rule)
+                general.append(rule)
             else:
                 for number in rule.numbers:
-                    _raise(self._numbers, number, rule.priority)
+                    _raise(numbers, number, rule.priority)
                 for prefix in rule.prefixes:
-                    _raise(self._prefixes, prefix, rule.priority)
-        self._lengths = sorted({len(prefix) for prefix in self._prefixes})
+                    _raise(prefixes, prefix, rule.priority)
         #: Whether the caller number matters (else :meth:`priority_for` may be given '').
-        self.needs_number = bool(self._numbers or self._prefixes or self._general)
+        self.needs_number = bool(numbers or prefixes or general)
+        self._empty = not (data_rules or self.needs_number)
+        self.priority_for = _compile(tuple(data_rules), numbers, prefixes, tuple(general))
 
     def __bool__(self) -> bool:
-        return bool(self._data or self.needs_number)
+        return not self._empty
 
-    def priority_for(self, number: str, data: Mapping[str, str], floor: int) -> int:
+
+def _compile(
+    data_rules: tuple[tuple[str, str, int], ...],
+    numbers: dict[str, int],
+    prefixes: dict[str, int],
+    general: tuple[PriorityRule, ...],
+) -> Callable[[str, Mapping[str, str], int], int]:
+    lengths = tuple(sorted({len(prefix) for prefix in prefixes}))
+
+    def priority_for(number: str, data: Mapping[str, str], floor: int) -> int:
         """The priority of a call from ``number`` (national form) with IVR ``data``, never below ``floor``."""
         best = floor
         if data:
-            for key, value, priority in self._data:
+            for key, value, priority in data_rules:
                 if priority > best and data.get(key) == value:
                     best = priority
-        if self._numbers:
-            priority = self._numbers.get(number)
+        if numbers:
+            priority = numbers.get(number)
             if priority is not None and priority > best:
                 best = priority
-        if self._lengths:
-            prefixes = self._prefixes
-            for length in self._lengths:
-                priority = prefixes.get(number[:length])
-                if priority is not None and priority > best:
-                    best = priority
-        for rule in self._general:
+        for length in lengths:
+            priority = prefixes.get(number[:length])
+            if priority is not None and priority > best:
+                best = priority
+        for rule in general:
             if rule.priority > best and rule.matches(number, data):
                 best = rule.priority
         return best
+
+    return priority_for

@@ -1,0 +1,124 @@
+"""ctid-agent's typed commands: a line such as ``pause lunch`` into a CTI command and its arguments (pure).
+
+:data:`COMMANDS` is the table — a new console command is one line there —
+and :func:`parse_command` reads a line through it; :func:`help_lines` is
+the ``help`` text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+_CTI_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,63}\Z")
+#: Spoken by the client library itself; ``raw`` refuses them.
+_TRANSPORT_COMMANDS = frozenset({"Hello", "Resume", "Bye"})
+
+
+class UsageError(ValueError):
+    """A typed line that is not a valid command; the message says how to type it."""
+
+
+class Parsed(NamedTuple):
+    """A parsed line: the console command, the CTI command (None: the console's own), its arguments."""
+
+    name: str
+    cmd: str | None
+    args: dict[str, Any]
+
+
+#: Builds ``(cti command, args)`` from the table's CTI command and the rest of the line; UsageError if bad.
+Builder = Callable[[str | None, str], tuple[str | None, dict[str, Any]]]
+
+
+class Command(NamedTuple):
+    """A console command: the CTI command it sends (None: handled by the console), its arguments, its help."""
+
+    cti: str | None
+    build: Builder
+    syntax: str
+    help: str
+
+
+def _fixed(**args: Any) -> Builder:
+    """A command taking nothing after its name, sending ``args``."""
+
+    def build(cti: str | None, rest: str) -> tuple[str | None, dict[str, Any]]:
+        if rest:
+            raise UsageError("it takes no arguments")
+        return cti, dict(args)
+
+    return build
+
+
+def _pause(after_call: bool) -> Builder:
+    """SetAgentState not_ready, with the rest of the line as the reason code."""
+
+    def build(cti: str | None, rest: str) -> tuple[str | None, dict[str, Any]]:
+        args: dict[str, Any] = {"state": "not_ready"}
+        if rest:
+            args["reason"] = rest
+        if after_call:
+            args["after_call"] = True
+        return cti, args
+
+    return build
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _raw(cti: str | None, rest: str) -> tuple[str | None, dict[str, Any]]:
+    """``<Command> [json-object]``: any CTI command with any arguments."""
+    name, _, text = rest.partition(" ")
+    if not _CTI_NAME.match(name):
+        raise UsageError("give a CTI command name such as SnapshotAgent")
+    if name in _TRANSPORT_COMMANDS:
+        raise UsageError(f"{name} belongs to the client library; use quit to leave")
+    try:
+        args = json.loads(text, parse_constant=_no_constants) if text.strip() else {}
+    except ValueError as error:
+        raise UsageError(f"the arguments are not JSON: {error}") from None
+    if not isinstance(args, dict):
+        raise UsageError("the arguments must be a JSON object")
+    return name, args
+
+
+#: Console command -> (CTI command, argument builder, syntax, help).  Call control goes here, one line each.
+COMMANDS: dict[str, Command] = {
+    "ready": Command("SetAgentState", _fixed(state="ready"), "", "become ready for calls"),
+    "pause": Command("SetAgentState", _pause(after_call=False), "[reason]", "pause now (not ready), with a reason"),
+    "pause-after": Command("SetAgentState", _pause(after_call=True), "[reason]", "pause once this call is over"),
+    "logout": Command("Logout", _fixed(), "", "sign out"),
+    "logout-after": Command("Logout", _fixed(after_call=True), "", "sign out once this call is over"),
+    "state": Command("SnapshotAgent", _fixed(), "", "show the agent's state"),
+    "queues": Command("SnapshotQueues", _fixed(), "", "show your queues: waiting calls, estimated wait"),
+    "raw": Command(None, _raw, "<Command> [json-object]", "send any CTI command, e.g. raw SnapshotAgent {}"),
+    "login": Command(None, _fixed(), "", "sign in again (after logout)"),
+    "help": Command(None, _fixed(), "", "list the commands"),
+    "quit": Command(None, _fixed(), "", "say Bye (the agent is signed out) and exit"),
+}
+
+
+def parse_command(line: str) -> Parsed | None:
+    """The command typed on ``line`` (None for a blank line); UsageError with a usage message if it is wrong."""
+    word, _, rest = line.strip().partition(" ")
+    if not word:
+        return None
+    name = word.lower()
+    command = COMMANDS.get(name)
+    if command is None:
+        raise UsageError(f"unknown command {word!r}; type help for the list")
+    try:
+        cmd, args = command.build(command.cti, rest.strip())
+    except UsageError as error:
+        raise UsageError(f"usage: {name} {command.syntax}".rstrip() + f" — {error}") from None
+    return Parsed(name, cmd, args)
+
+
+def help_lines() -> list[str]:
+    """The ``help`` text, one line per command."""
+    return ["commands:"] + [f"  {f'{name} {c.syntax}'.rstrip():34} {c.help}" for name, c in COMMANDS.items()]
