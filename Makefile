@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= conf/ctid.ini
 
-.PHONY: run test lint bench clean venv
+.PHONY: run test lint bench clean venv ldap-server
 
 venv: $(STAMP)
 
@@ -30,8 +30,20 @@ run: venv
 lint: venv
 	$(BIN)/ruff check .
 
-test: venv lint
+test: venv lint ldap-server
 	$(BIN)/python -m pytest -q
+
+# The LDAP tests start their own OpenLDAP slapd on free loopback ports (tests/ldapserver.py).  As root on
+# Debian, install it when missing, and stop the system slapd the package starts (it would hold port 389).
+ldap-server:
+	@if ! command -v slapd >/dev/null && [ ! -x /usr/sbin/slapd ] && [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's slapd and ldap-utils for the LDAP tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q slapd ldap-utils >/dev/null \
+	    || { apt-get update -q >/dev/null && apt-get install -y -q slapd ldap-utils >/dev/null; }; \
+	  (systemctl disable --now slapd || invoke-rc.d slapd stop) >/dev/null 2>&1 || true; \
+	fi
 
 bench: venv
 	$(BIN)/python bench/ami_ingest.py

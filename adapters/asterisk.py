@@ -32,7 +32,9 @@ from ctid.protocols.amiwire import Message
 
 T = TypeVar("T")
 
-SPY_OPTIONS = {"listen": "qEu", "whisper": "qEuw", "barge": "qEuB"}
+#: ChanSpy options per mode (PROTOCOLS.md 4.1); ``d`` lets DTMF 4/5/6 switch the mode during the session.
+SPY_OPTIONS = {"listen": "qEud", "whisper": "qEudw", "barge": "qEudB"}
+SPY_MODE_DIGITS = {"listen": "4", "whisper": "5", "barge": "6"}
 
 
 @implementer(IPBX)
@@ -138,10 +140,13 @@ class AsteriskPBX(Service):
 
         return self._call(f"originate {channel}", go)
 
-    def redirect(self, channel, context, exten, priority=1, extra_channel=None):
+    def redirect(self, channel, context, exten, priority=1, extra_channel=None, extra_context=None, extra_exten=None):
+        extra_priority = 1 if extra_channel is not None and (extra_context or extra_exten) else None
         return self._call(
             f"redirect {channel}",
-            lambda ami: _none(ami.redirect(channel, context, exten, priority, extra_channel=extra_channel)),
+            lambda ami: _none(ami.redirect(channel, context, exten, priority, extra_channel=extra_channel,
+                                           extra_context=extra_context, extra_exten=extra_exten,
+                                           extra_priority=extra_priority)),
         )
 
     def hangup(self, channel, cause=None):
@@ -178,6 +183,15 @@ class AsteriskPBX(Service):
             caller_id=caller_id,
             channel_id=channel_id,
         )
+
+    def spy_mode(self, spier_channel, mode):
+        if mode not in SPY_MODE_DIGITS:
+            raise PBXError(f"spy: unknown mode {mode!r} (listen, whisper or barge)")
+        return self._call(f"spy mode {spier_channel}",
+                          lambda ami: _none(ami.playDTMF(spier_channel, SPY_MODE_DIGITS[mode], receive=True)))
+
+    def answer(self, channel):
+        return self._call(f"answer {channel}", lambda ami: _none(ami.pjsipNotify(channel, {"Event": "talk"})))
 
     def send_dtmf(self, channel, digits, duration_ms=None):
         async def go(ami: AMIProtocol) -> None:

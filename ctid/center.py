@@ -284,6 +284,10 @@ class CallCenter(Service):
         if channel is not None:
             self._send_elsewhere(call_id, channel, delivery.waiting.caller, route)
 
+    def deliver(self, offer: Offer) -> None:
+        """Deliver an offer the ACD made outside the center (a supervisor moved a waiting call)."""
+        self._deliver(offer)
+
     def _deliver(self, offer: Offer) -> None:
         delivery = self.deliveries.get(offer.call.call_id)
         if delivery is None:
@@ -636,6 +640,62 @@ class CallCenter(Service):
         delivery.timer = None
         if self.deliveries.get(delivery.waiting.call_id) is delivery:
             self._requeue(delivery)
+
+    # -- calls moving between agents and queues (ctid/transfers.py) ----------------------------------------
+
+    def hand_over(self, call_id: str, agent_id: str | None, channel: str | None = None, answered: bool = False,
+                  queue: str | None = None) -> Delivery:
+        """The call leaves its agent (who goes to wrap-up) for ``agent_id`` (None: nobody yet).
+
+        ``channel`` is the customer's leg, for a call the center never queued
+        (a direct call: it gets a delivery in ``queue`` or the default queue).
+        """
+        delivery = self.deliveries.get(call_id)
+        if delivery is None:
+            call = self.model.calls.get(call_id)
+            delivery = self.deliveries[call_id] = Delivery(
+                WaitingCall(call_id, queue or self.default_queue, caller=(call.ani if call else None) or ""), channel)
+        old, delivery.agent_id = delivery.agent_id, agent_id
+        delivery.answered_at = self.clock.seconds() if answered else None
+        if channel is not None and delivery.channel is None:
+            delivery.channel = channel
+            self.by_channel[channel] = call_id
+        for uniqueid, (direct_agent, direct_call) in list(self.direct.items()):
+            if direct_call == call_id:
+                old = old or direct_agent
+                del self.direct[uniqueid]
+        if old is not None and old != agent_id:
+            self._signal(self.board.call_ended, Delivery(delivery.waiting, None, old))
+        return delivery
+
+    def requeue(self, call_id: str, queue: str, channel: str, data: dict[str, str]) -> None:
+        """A transferred call (parked in ``ctid-wait``) waits again in ``queue`` with ``data``."""
+        delivery = self.hand_over(call_id, None, channel, queue=queue)
+        self.by_channel[channel] = call_id
+        delivery.channel = channel
+        waiting = WaitingCall(call_id, queue, caller=delivery.waiting.caller, data=data)
+        delivery.waiting = waiting
+        self.acd.abandon(call_id)
+        offer = self.acd.enqueue(waiting)
+        if offer is not None:
+            self._deliver(offer)
+        else:
+            self._plan_announcement(delivery, FIRST_ANNOUNCEMENT)
+
+    def release(self, call_id: str) -> None:
+        """The call leaves the center (sent to a number or an IVR flow): its agent goes to wrap-up."""
+        delivery = self.hand_over(call_id, None)
+        self._forget(delivery)
+
+    def connected(self, call_id: str, at: float) -> None:
+        """The call's new agent answered a transferred or re-queued call (the call was answered before)."""
+        delivery = self.deliveries.get(call_id)
+        if delivery is None or delivery.agent_id is None or delivery.answered_at is not None:
+            return
+        delivery.answered_at = at
+        if self.board.get(delivery.agent_id).state.value == "reserved":
+            self._signal(self.board.ringing, delivery)
+        self._signal(self.board.answered, delivery)
 
     def _signal(self, signal: Any, delivery: Delivery) -> None:
         try:

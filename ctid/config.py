@@ -11,6 +11,7 @@ import configparser
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +23,16 @@ from twisted.internet.testing import MemoryReactor
 from ctid.acd import QueueConfig
 from ctid.acd.strategies import STRATEGIES
 from ctid.adapters.corebank.pinblock import PinBlockError, parse_key
+from ctid.adapters.ldapdirectoryconfig import (
+    DIRECTORY_SCHEMA,
+    DirectorySettingError,
+    DirectorySettings,
+    directory_settings,
+)
 from ctid.adapters.pbxsim.settings import SettingsError, SimulatorSettings
 from ctid.ivr.loader import load_library
 from ctid.ivr.model import FlowError, FlowLibrary
+from ctid.recordingsettings import RECORDING_SCHEMA, RecordingSettings
 from ctid.reportsettings import REPORT_SCHEMA, ReportSettings
 from ctid.routing import RouteError, RouteTable, load_routes
 from ctid.waitpolicy import POLICY_KEYS, WaitPolicy
@@ -65,12 +73,15 @@ class FastAGISettings:
 
 @dataclass(frozen=True)
 class ManholeSettings:
-    """[manhole]: the debugging shell (telnet, localhost only)."""
+    """[manhole]: the debugging shell (telnet or SSH, localhost only)."""
 
     enabled: bool = False
+    kind: str = "telnet"
     endpoint: str = "tcp:6023:interface=127.0.0.1"
     username: str = "admin"
     password: str = dataclasses.field(default="", repr=False)
+    host_key: str = "var/manhole_host_key"
+    authorized_keys: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,7 @@ class CTISettings:
     rate: float = 50.0
     burst: int = 100
     max_per_address: int = 20
+    allow_plaintext_login: str = "localhost"
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,7 @@ class AgentSettings:
     wrap_up_time: float = 10.0
     not_hung_up_after: float = 30.0
     station_prefix: str = "PJSIP/"
+    outbound_caller_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -200,8 +213,10 @@ class Config:
     customers: CustomerSettings = CustomerSettings()
     records: RecordSettings = RecordSettings()
     reports: ReportSettings = ReportSettings()
+    recording: RecordingSettings = RecordingSettings()
     ivr: IVRSettings = IVRSettings()
     corebank: CoreBankSettings = CoreBankSettings()
+    directory: DirectorySettings = DirectorySettings()
 
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -311,6 +326,14 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _caller_id(text: str) -> str:
+    """Empty, a number, or ``"Name" <number>`` (what an AMI Originate's CallerID takes)."""
+    value = text.strip()
+    if value and not re.fullmatch(r'(?:"[^"\x00-\x1f]{0,40}" ?)?<\+?[0-9]{2,24}>|\+?[0-9]{2,24}', value):
+        raise ValueError(f'expected a number or "Name" <number>, got {value!r}')
+    return value
+
+
 def _required(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -323,7 +346,13 @@ def _server_endpoint(text: str) -> str:
 
 
 def _client_endpoint(text: str) -> str:
-    """Check a connecting endpoint string by parsing it (nothing is opened)."""
+    """Check a connecting endpoint string by parsing it (nothing is opened).
+
+    ``ssl:`` is refused: it checks neither the certificate's issuer nor the
+    host name by default; ``tls:HOST:PORT[:trustRoots=DIR]`` checks both.
+    """
+    if text.strip().startswith("ssl:"):
+        raise ValueError("ssl: client endpoints do not verify the server; use tls:HOST:PORT:trustRoots=CA_FOLDER")
     return _endpoint(clientFromString, text)
 
 
@@ -331,7 +360,8 @@ def _endpoint(parse_with: Callable[[Any, str], Any], text: str) -> str:
     try:
         parse_with(MemoryReactor(), text.strip())
     except Exception as e:  # the endpoint parsers raise ValueError, TypeError, KeyError, OSError…
-        raise ValueError(f"invalid endpoint {text.strip()!r}: {e}") from None
+        why = "a file or folder it names cannot be read" if type(e).__name__ == "UnlistableError" else e
+        raise ValueError(f"invalid endpoint {text.strip()!r}: {why}") from None
     return text.strip()
 
 
@@ -347,6 +377,15 @@ def _local_endpoint(text: str) -> str:
     if not text.strip().startswith(("tcp:", "tcp6:", "unix:")) or (not text.startswith("unix:") and not loopback):
         raise ValueError(f"must listen on localhost only (tcp:PORT:interface=127.0.0.1), got {text!r}")
     return text.strip()
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.strip() not in choices:
+            raise ValueError(f"expected {' or '.join(choices)}, got {text!r}")
+        return text.strip()
+
+    return parse
 
 
 def _corebank_backend(text: str) -> str:
@@ -383,7 +422,8 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "action_timeout": _positive(float),
     },
     "fastagi": {"endpoint": _server_endpoint, "command_timeout": _positive(float)},
-    "manhole": {"enabled": _bool, "endpoint": _local_endpoint, "username": _required, "password": _text},
+    "manhole": {"enabled": _bool, "kind": _choice("telnet", "ssh"), "endpoint": _local_endpoint,
+                "username": _required, "password": _text, "host_key": _required, "authorized_keys": _text},
     "database": {"url": _database_url, "threads": _positive(int)},
     "records": {"spool": _required, "batch_size": _positive(int), "flush_interval": _positive(float),
                 "max_queue": _positive(int), "fsync_interval": _positive(float)},
@@ -394,16 +434,20 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "rate": _positive(float),
         "burst": _positive(int),
         "max_per_address": _positive(int),
+        "allow_plaintext_login": _choice("localhost", "no"),
     },
     "agents": {
         "wrap_up_time": _non_negative(float),
         "not_hung_up_after": _positive(float),
         "station_prefix": _required,
+        "outbound_caller_id": _caller_id,
     },
     "customers": {"account_key": _key, "lookup_timeout": _positive(float)},
     "reports": REPORT_SCHEMA,
+    "recording": RECORDING_SCHEMA,
     "ivr": {"flows": _text, "prompts": _required, "default_language": _required,
             "operation_timeout": _positive(float), "voice_dir": _required},
+    "directory": DIRECTORY_SCHEMA,
     "corebank": {"enabled": _bool, "backend": _corebank_backend, "database": _database_url,
                  "database_threads": _positive(int), "sandbox_account_key": _key, "session_minutes": _positive(float),
                  "password_change_allowed": _bool, "host_endpoint": _client_endpoint, "terminal_id": _terminal_id,
@@ -444,6 +488,7 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "agi_timeout": _positive(float),
         "ami_write_buffer": _positive(int),
         "ami_auth_timeout": _positive(float),
+        "media_speed": _positive(float),
         "desktops": _bool,
         "cti_endpoint": _client_endpoint,
         "desktop_password": _text,
@@ -537,6 +582,14 @@ def _section(parser: configparser.ConfigParser, path: str, name: str) -> dict[st
     return values
 
 
+def _directory(path: str, values: dict[str, Any]) -> DirectorySettings:
+    """[directory]: the keys that depend on each other (docs/directory.md)."""
+    try:
+        return directory_settings(values)
+    except DirectorySettingError as e:
+        raise ConfigError(f"{path}: [directory] {e.key}: {e}") from None
+
+
 def _corebank(path: str, values: dict[str, Any]) -> CoreBankSettings:
     """[corebank]: the iso8583 backend needs a PIN key."""
     settings = CoreBankSettings(**values)
@@ -561,8 +614,10 @@ def parse(text: str, path: str = "<string>") -> Config:
             if key not in sections[name]:
                 raise ConfigError(f"{path}: [{name}] {key}: missing required setting")
     manhole = ManholeSettings(**sections["manhole"])
-    if manhole.enabled and len(manhole.password) < 8:
-        raise ConfigError(f"{path}: [manhole] password: needs at least 8 characters when the manhole is enabled")
+    keys_only = manhole.kind == "ssh" and bool(manhole.authorized_keys) and not manhole.password
+    if manhole.enabled and len(manhole.password) < 8 and not keys_only:
+        raise ConfigError(f"{path}: [manhole] password: needs at least 8 characters when the manhole is enabled"
+                          " (an SSH manhole may use authorized_keys alone)")
     sim = dict(sections["pbxsim"])
     enabled = sim.pop("enabled", False)
     try:
@@ -597,8 +652,10 @@ def parse(text: str, path: str = "<string>") -> Config:
         customers=CustomerSettings(**sections["customers"]),
         records=RecordSettings(**sections["records"]),
         reports=ReportSettings(**sections["reports"]),
+        recording=RecordingSettings(**sections["recording"]),
         ivr=ivr,
         corebank=_corebank(path, sections["corebank"]),
+        directory=_directory(path, sections["directory"]),
     )
 
 

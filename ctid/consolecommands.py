@@ -67,6 +67,38 @@ def _pause(after_call: bool) -> Builder:
     return build
 
 
+def _destination(cti: str | None, rest: str) -> tuple[str | None, dict[str, Any]]:
+    """``<agent|group|queue|flow|number> <id>``: where a transfer or consultation goes."""
+    kind, _, value = rest.partition(" ")
+    if kind not in ("agent", "group", "queue", "flow", "number") or not value.strip():
+        raise UsageError("say where: agent, group, queue, flow or number, then its id")
+    return cti, {kind: value.strip()}
+
+
+def _idle(cti: str | None, rest: str) -> tuple[str | None, dict[str, Any]]:
+    """``[group]``: the ready agents, of one skill group when given."""
+    return cti, {"group": rest} if rest else {}
+
+
+def _word(key: str) -> Builder:
+    """A command taking one word after its name, sent as argument ``key``."""
+
+    def build(cti: str | None, rest: str) -> tuple[str | None, dict[str, Any]]:
+        if not rest or " " in rest:
+            raise UsageError(f"give one {key}")
+        return cti, {key: rest}
+
+    return build
+
+
+def _call_data(cti: str | None, rest: str) -> tuple[str | None, dict[str, Any]]:
+    """``CTID_KEY=value``: one item of call data."""
+    key, sep, value = rest.partition("=")
+    if not sep or not key.strip():
+        raise UsageError("give CTID_KEY=value")
+    return cti, {"data": {key.strip(): value.strip()}}
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -96,6 +128,23 @@ COMMANDS: dict[str, Command] = {
     "logout-after": Command("Logout", _fixed(after_call=True), "", "sign out once this call is over"),
     "state": Command("SnapshotAgent", _fixed(), "", "show the agent's state"),
     "queues": Command("SnapshotQueues", _fixed(), "", "show your queues: waiting calls, estimated wait"),
+    "idle": Command("GetIdleAgents", _idle, "[group]", "list the agents ready for a call (to transfer to)"),
+    "transfer": Command("SingleStepTransfer", _destination, "<agent|group|queue|flow|number> <id>",
+                        "blind-transfer your call"),
+    "consult": Command("ConsultationCall", _destination, "<agent|group|number> <id>",
+                       "consult someone while the caller holds"),
+    "reconnect": Command("ReconnectCall", _fixed(), "", "cancel the consultation, back to the caller"),
+    "complete": Command("TransferCall", _fixed(), "", "complete the consultation: the caller goes over"),
+    "answer": Command("AnswerCall", _fixed(), "", "answer the ringing phone (needs auto-answer)"),
+    "auto-answer": Command("SetAutoAnswer", _fixed(enabled=True), "", "declare that this phone answers on request"),
+    "hangup": Command("ClearConnection", _fixed(), "", "hang up the current call"),
+    "hold": Command("HoldCall", _fixed(), "", "put the current call on hold (music to the caller)"),
+    "retrieve": Command("RetrieveCall", _fixed(), "", "take the current call off hold"),
+    "dtmf": Command("SendDTMF", _word("digits"), "<digits>", "send DTMF digits to the other party"),
+    "data": Command("SetCallData", _call_data, "CTID_KEY=value", "attach data to the current call"),
+    "dial": Command("MakeCall", _word("to"), "<number>", "call a number (your phone rings first)"),
+    "call-agent": Command("MakeCall", _word("agent"), "<agent>", "call another agent"),
+    "pickup": Command("PickupCall", _word("agent"), "<agent>", "take the call ringing at that agent's seat"),
     "raw": Command(None, _raw, "<Command> [json-object]", "send any CTI command, e.g. raw SnapshotAgent {}"),
     "login": Command(None, _fixed(), "", "sign in again (after logout)"),
     "help": Command(None, _fixed(), "", "list the commands"),

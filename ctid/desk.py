@@ -21,9 +21,12 @@ call is offered to a seat with no desktop.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
 from ctid.acd import ACD, QueueConfig
@@ -31,6 +34,7 @@ from ctid.agents import Agent, AgentBoard
 from ctid.agentstate import AgentRecord, AgentStateError, AgentTransition
 from ctid.directory import AuthenticationError, DirectoryError
 from ctid.interfaces import IDirectory
+from ctid.loginguard import LoginGuard, TooManyAttempts
 from ctid.protocols.ctiapi import CommandRouter, CTIError, CTISession, broadcast
 
 log = Logger()
@@ -55,6 +59,24 @@ def _flag(args: dict[str, Any], name: str) -> bool:
     return value
 
 
+def plaintext_login_refused(session: CTISession, policy: str) -> bool:
+    """Whether ``Login`` must be refused (``tls_required``) on ``session``'s connection.
+
+    TLS connections are always accepted; a plain one only when ``policy`` is
+    ``localhost`` ([cti] allow_plaintext_login) and the peer is a loopback
+    address or a unix socket.
+    """
+    if ISSLTransport.providedBy(getattr(session.link, "transport", None)):
+        return False
+    if policy != "localhost":
+        return True
+    host = session.peer.rpartition(":")[0].strip("[]")
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return not session.peer.startswith("UNIXAddress")
+
+
 def agent_view(agent: Agent) -> dict[str, Any]:
     """The agent as clients see it (AgentStateChanged data and snapshots)."""
     pending = agent.pending
@@ -77,13 +99,17 @@ class AgentDesk(CommandRouter):
     """CTI commands of agents, on the agent board, checked against the directory."""
 
     def __init__(self, board: AgentBoard, directory: IDirectory, station_prefix: str = "PJSIP/",
-                 acd: ACD | None = None, queues: Iterable[QueueConfig] = ()):
+                 acd: ACD | None = None, queues: Iterable[QueueConfig] = (), guard: LoginGuard | None = None):
         super().__init__()
+        #: Failed-login back-off and the login/logout audit (ctid.loginguard); None: neither.
+        self.guard = guard
         self.acd = acd
         self.queues = tuple(queues)
         self.board = board
         self.directory = directory
         self.station_prefix = station_prefix
+        #: [cti] allow_plaintext_login: "localhost" (Login without TLS from loopback peers only) or "no".
+        self.plaintext_login = "localhost"
         self.sessions: dict[str, set[CTISession]] = {}
         self.add("Login", self.login, login=False)
         self.add("Logout", self.logout)
@@ -97,11 +123,17 @@ class AgentDesk(CommandRouter):
 
     async def login(self, session: CTISession, args: dict[str, Any]) -> dict[str, Any]:
         """Check the password, sign the agent in on the station, answer with a snapshot."""
+        if plaintext_login_refused(session, self.plaintext_login):
+            log.warn("CTI login from {peer} refused: password over a connection without TLS", peer=session.peer)
+            raise CTIError("tls_required", "log in over TLS: this connection is not encrypted")
         agent_id, password, station = _text(args, "agent"), _text(args, "password"), _text(args, "station")
         if session.identity is not None:
             raise CTIError("already_logged_in", "this session is already signed in; Logout first")
         try:
-            identity = await self.directory.authenticate(agent_id, password)
+            identity = await (self.directory.authenticate(agent_id, password) if self.guard is None
+                              else self.guard.authenticate(self.directory, agent_id, password, session.peer))
+        except TooManyAttempts as e:
+            raise CTIError("too_many_attempts", str(e), {"retry_after": math.ceil(e.retry_after)}) from None
         except AuthenticationError as e:
             log.info("CTI login refused for {agent} from {peer}: {code}", agent=agent_id, peer=session.peer,
                      code=e.code)
@@ -113,7 +145,8 @@ class AgentDesk(CommandRouter):
                                      skills=dict(identity.skills), city=identity.city)
         except AgentStateError as e:
             raise CTIError(e.code, e.message) from None
-        session.login({"agent": identity.agent_id, "roles": sorted(identity.roles), "station": agent.station})
+        session.login({"agent": identity.agent_id, "roles": sorted(identity.roles), "station": agent.station,
+                       "city": identity.city, "manages": sorted(identity.manages)})
         self.sessions.setdefault(identity.agent_id, set()).add(session)
         log.info("agent {agent} signed in on {station} from {peer}", agent=identity.agent_id,
                  station=agent.station, peer=session.peer)
@@ -129,10 +162,14 @@ class AgentDesk(CommandRouter):
         try:
             if _flag(args, "after_call"):
                 self.board.set_pending(agent_id, "logout")
+                if self.guard is not None:
+                    self.guard.logged_out(agent_id, session.identity["roles"], session.peer, "after the call")
                 return {"agent": agent_view(self.board.get(agent_id)), "pending": True}
             self.board.logout(agent_id)
         except AgentStateError as e:
             raise CTIError(e.code, e.message) from None
+        if self.guard is not None:
+            self.guard.logged_out(agent_id, session.identity["roles"], session.peer)
         self._forget(agent_id, session)
         session.logout()
         return {"agent": agent_view(self.board.get(agent_id)), "pending": False}

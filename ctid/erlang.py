@@ -12,14 +12,22 @@ How they stay stable (docs/kpis.md, "Staffing"):
   factorials or powers, O(N), exact to rounding for thousands of agents.
 * **Erlang C** from Erlang B: ``C = N·B / (N - A·(1 - B))`` for ``N > A``
   (Gans, Koole & Mandelbaum 2003, §4.1).
+* **Erlang B at one N** (for searches that start near the answer) from the
+  Poisson distribution: ``B = p(N; A) / P(X <= N)``, the tail by SciPy's
+  regularized incomplete gamma function ``Q(N+1, A)`` and the term in
+  logarithms; where that tail underflows (N far below A) the recursion.
 * **Erlang A** (Palm 1943; Garnett, Mandelbaum & Reiman 2002).  The
   birth-death chain's states below N are the Erlang B part; the states above
   N weigh ``r^j / ((b+1)…(b+j))`` with ``r = λ/θ`` and ``b = Nμ/θ`` (θ = 1 /
-  patience).  That series, ``S_b(r)``, is summed outward from its largest
-  term (found with ``lgamma``) in scaled floating point and kept as a
-  logarithm, so heavy overload and long patience neither overflow nor cost
-  more than O(√r) terms.  The waiting-time results follow from the closed
-  solution of the queue-ahead death process (derivation in docs/kpis.md).
+  patience).  That series is ``S_b(r) = b·r^-b·e^r·γ(b, r)``
+  (Mandelbaum & Zeltyn's ``A(b, r)``), taken in logarithms from the
+  regularized incomplete gamma function ``P(b, r)``: O(1) for any load.
+  Where ``P`` would underflow, or ``r < b/4`` (where the closed form's mean
+  cancels), the series is summed outward from its largest term in scaled
+  floating point instead — it converges fast there.  The waiting-time results
+  follow from the closed solution of the queue-ahead death process
+  (derivation in docs/kpis.md).  :func:`erlang_a_arrays` evaluates many
+  queues at once (NumPy), which is how staffing searches run.
 """
 
 from __future__ import annotations
@@ -27,11 +35,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import expit, gammainc, gammaincc, gammaln
+
 __all__ = [
     "Performance",
     "erlang_a",
+    "erlang_a_arrays",
+    "erlang_a_figures",
     "erlang_a_from_b",
     "erlang_b",
+    "erlang_b_at",
     "erlang_b_table",
     "erlang_c",
     "erlang_c_from_b",
@@ -40,6 +55,8 @@ __all__ = [
 
 #: Relative size of the last series term kept.
 _EPS = 1e-17
+#: Below this an incomplete-gamma value is too close to underflow to divide by or take the log of.
+_TINY = 1e-200
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +100,18 @@ def erlang_b_table(agents: int, load: float) -> list[float]:
 def erlang_b(agents: int, load: float) -> float:
     """Probability that a call finds all ``agents`` busy in a loss system (Erlang B)."""
     return erlang_b_table(agents, load)[-1]
+
+
+def erlang_b_at(agents: ArrayLike, load: ArrayLike) -> NDArray[np.float64]:
+    """Erlang B for each (``agents``, ``load``) pair at once, in O(1) each (the recursion where the tail underflows)."""
+    n, a = np.broadcast_arrays(np.asarray(agents, dtype=float), np.asarray(load, dtype=float))
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        tail = gammaincc(n + 1.0, a)
+        result = np.exp(n * np.log(a) - a - gammaln(n + 1.0)) / tail
+    result = np.where(a == 0.0, np.where(n == 0.0, 1.0, 0.0), result)
+    for i in np.flatnonzero((tail < _TINY) & (a > 0.0)):
+        result.flat[i] = erlang_b(int(n.flat[i]), float(a.flat[i]))
+    return result
 
 
 def _c_from_b(agents: int, load: float, b: float) -> float:
@@ -146,31 +175,72 @@ def _series(b: float, x: float) -> tuple[float, float]:
     return log_peak + math.log(total), weighted / total
 
 
+def _log_s(b: NDArray[np.float64], x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`_series` for arrays: ``log S_b(x) = x - b·log x + log Γ(b+1) + log P(b, x)``, mean ``x - b + b/S``.
+
+    The mean is ``x·d/dx log S_b(x)``.  Elements where ``P`` is near
+    underflow or ``x < b/4`` are summed by :func:`_series`.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        lower = gammainc(b, x)
+        log_s = x - b * np.log(x) + gammaln(b + 1.0) + np.log(lower)
+        mean = np.maximum(x - b + b * np.exp(-log_s), 0.0)
+    for i in np.flatnonzero((lower < _TINY) | (x < b / 4.0)):
+        log_s[i], mean[i] = _series(float(b[i]), float(x[i]))
+    return log_s, mean
+
+
+def erlang_a_arrays(agents: ArrayLike, load: ArrayLike, aht: ArrayLike, patience: ArrayLike,
+                    answer_within: ArrayLike, b: ArrayLike) -> tuple[NDArray[np.float64], ...]:
+    """Erlang A for many queues at once: ``(service_level, p_wait, p_abandon)`` arrays.
+
+    Each argument is an array (or a scalar broadcast to the others);
+    ``b`` is Erlang B for the same agents and load (:func:`erlang_b_at`).
+    Inputs are assumed valid (see :func:`erlang_a`).
+    """
+    n, a, h, p, w, blocking = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(
+        agents, load, aht, patience, answer_within, b))
+    n, a, h, p, w, blocking = (v.reshape(-1) for v in (n, a, h, p, w, blocking))
+    rate_b = n * p / h                          # b = Nμ/θ
+    rate_r = a * p / h                          # r = λ/θ
+    busy = (n > 0) & (a > 0) & (blocking > 0)
+    safe_r = np.where(busy, rate_r, 1.0)
+    # S_b(r) = 1 + r/(b+1)·S_{b+1}(r): one series gives both (and the mean queue ahead).
+    log_s1, mean1 = _log_s(rate_b + 1.0, safe_r)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+        log_lead = np.log(safe_r / (rate_b + 1.0)) + log_s1
+        log_s = np.logaddexp(0.0, log_lead)
+        mean_ahead = np.exp(log_lead - log_s) * (mean1 + 1.0)
+        odds_free = np.log1p(-blocking) - np.log(blocking) - log_s   # log P(some agent free) / P(all busy)
+        p_wait = expit(-odds_free)
+        p_abandon = p_wait * mean_ahead / safe_r
+        t = w / p                                   # θ·t
+        log_s1t, _ = _log_s(rate_b + 1.0, safe_r * np.exp(-t))
+        log_f = -(rate_b + 1.0) * t - safe_r * np.expm1(-t)
+        served_in_time = rate_b / (rate_b + 1.0) * np.exp(log_s1 - log_s) * -np.expm1(log_f + log_s1t - log_s1)
+    service_level = 1.0 - p_wait + p_wait * served_in_time
+    idle = (n > 0) & ~busy                      # no load, or agents so many nobody waits
+    nobody = n == 0                             # no agents: every call waits until it hangs up
+    service_level = np.where(nobody, 0.0, np.where(idle, 1.0, service_level))
+    p_wait = np.where(nobody, (a > 0) * 1.0, np.where(idle, 0.0, p_wait))
+    p_abandon = np.where(nobody, (a > 0) * 1.0, np.where(idle, 0.0, p_abandon))
+    return service_level, p_wait, p_abandon
+
+
 def erlang_a_from_b(agents: int, load: float, aht: float, patience: float, answer_within: float,
                     b: float) -> Performance:
     """Erlang A figures given ``b`` = Erlang B for the same agents and load (see :func:`erlang_a`)."""
-    if agents == 0:
-        return Performance(0, load, 0.0, 1.0 if load else 0.0, patience if load else 0.0,
-                           1.0 if load else 0.0, 0.0)
-    if load == 0.0 or b == 0.0:
-        return Performance(agents, load, 1.0, 0.0, 0.0, 0.0, 0.0)
-    rate_b = agents * patience / aht            # b = Nμ/θ
-    rate_r = load * patience / aht              # r = λ/θ
-    # S_b(r) = 1 + r/(b+1)·S_{b+1}(r): one series gives both (and the mean queue ahead).
-    log_s1, mean1 = _series(rate_b + 1.0, rate_r)
-    log_lead = math.log(rate_r / (rate_b + 1.0)) + log_s1
-    log_s = log_lead + math.log1p(math.exp(-log_lead)) if log_lead > 0 else math.log1p(math.exp(log_lead))
-    mean_ahead = math.exp(log_lead - log_s) * (mean1 + 1.0)
-    odds_free = math.log1p(-b) - math.log(b) - log_s   # log P(some agent free) / P(all busy)
-    p_wait = 1.0 / (1.0 + math.exp(odds_free)) if odds_free < 700.0 else 0.0
-    p_abandon = p_wait * mean_ahead / rate_r
-    t = answer_within / patience                # θ·t
-    log_s1t, _ = _series(rate_b + 1.0, rate_r * math.exp(-t))
-    log_f = -(rate_b + 1.0) * t - rate_r * math.expm1(-t)
-    served_in_time = rate_b / (rate_b + 1.0) * math.exp(log_s1 - log_s) * -math.expm1(log_f + log_s1t - log_s1)
-    service_level = 1.0 - p_wait + p_wait * served_in_time
-    occupancy = load * (1.0 - p_abandon) / agents
-    return Performance(agents, load, service_level, p_wait, p_abandon * patience, p_abandon, occupancy)
+    service_level, p_wait, p_abandon = (float(v[0]) for v in erlang_a_arrays(
+        agents, load, aht, patience, answer_within, b))
+    return erlang_a_figures(agents, load, patience, service_level, p_wait, p_abandon)
+
+
+def erlang_a_figures(agents: int, load: float, patience: float, service_level: float, p_wait: float,
+                  p_abandon: float) -> Performance:
+    """The :class:`Performance` of an Erlang A queue from its three modelled probabilities."""
+    asa = p_abandon * patience
+    occupancy = load * (1.0 - p_abandon) / agents if agents else 0.0
+    return Performance(agents, load, service_level, p_wait, asa, p_abandon, occupancy)
 
 
 def erlang_a(agents: int, load: float, aht: float, patience: float, answer_within: float) -> Performance:

@@ -29,8 +29,12 @@ class IPBX(Interface):
         queued it; the outcome arrives later as call-model events.
         """
 
-    def redirect(channel, context, exten, priority=1, extra_channel=None):
-        """Send ``channel`` (and ``extra_channel`` with it) to ``exten@context``.  Fires with None."""
+    def redirect(channel, context, exten, priority=1, extra_channel=None, extra_context=None, extra_exten=None):
+        """Send ``channel`` (and ``extra_channel`` with it) to ``exten@context``.  Fires with None.
+
+        ``extra_context``/``extra_exten`` send ``extra_channel`` elsewhere
+        (priority 1) in the same action.
+        """
 
     def hangup(channel, cause=None):
         """Hang up ``channel`` with an optional Q.850 ``cause``.  Fires with None."""
@@ -58,6 +62,20 @@ class IPBX(Interface):
 
         ``mode`` is ``"listen"``, ``"whisper"`` or ``"barge"``.  Fires with the
         Uniqueid of the supervisor's new channel.
+        """
+
+    def spy_mode(spier_channel, mode):
+        """Switch the ChanSpy running on ``spier_channel`` (started by :meth:`spy`) to ``mode``.
+
+        As if the supervisor keyed 4 (listen), 5 (whisper) or 6 (barge): ChanSpy
+        option ``d``, AMI ``PlayDTMF`` with ``Receive``.  Fires with None.
+        """
+
+    def answer(channel):
+        """Ask the phone ringing on ``channel`` to answer (SIP NOTIFY ``Event: talk``).  Fires with None.
+
+        Only phones set up for remote answer (auto-answer) obey; the outcome
+        arrives as call-model events.
         """
 
     def send_dtmf(channel, digits, duration_ms=None):

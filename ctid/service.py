@@ -15,7 +15,7 @@ from ctid.acd import ACD, CHINA_AREA_CODES, PriorityRule
 from ctid.adapters.asterisk import AsteriskPBX
 from ctid.adapters.corebank.factory import make_corebank, trade_recorder
 from ctid.adapters.customers import SQLCustomers
-from ctid.adapters.directory import SQLDirectory
+from ctid.adapters.ldapdirectory import make_directory
 from ctid.adapters.pbxsim.service import makeSimulatorService
 from ctid.adapters.store.engine import make_engine
 from ctid.adapters.store.migrate import SchemaUpgrade
@@ -24,22 +24,29 @@ from ctid.adapters.store.writer import RecordWriter
 from ctid.agentlog import AgentLogger
 from ctid.agents import AgentBoard
 from ctid.announce import WaitScripts
+from ctid.callcontrol import CallControl
+from ctid.callcontroldial import CallOrigination
 from ctid.calls import CallLogger, CallModel
 from ctid.center import CallCenter
 from ctid.config import ACDSettings, Config
 from ctid.desk import AgentDesk
 from ctid.ivr.call import IVRHooks
 from ctid.ivr.engine import IVREngine
+from ctid.loginguard import LoginGuard
 from ctid.logs import JSONLogService, set_console_level
 from ctid.manhole import makeManholeService
 from ctid.protocols.ami import AMIClientService, EventDispatcher
 from ctid.protocols.cti import CTIServerFactory, CTIServerService
 from ctid.protocols.fastagi import FastAGIFactory
+from ctid.recordingservice import install_recording
 from ctid.records import Records
 from ctid.reload import ReloadService
 from ctid.reportdesk import ReportDesk
 from ctid.reportschedule import MonthlyReportService
+from ctid.roles import RoleCheck
 from ctid.staffing import modelled_estimator
+from ctid.supervision import install_supervisors
+from ctid.transfers import CallTransfers
 
 
 def vip_rules(settings: ACDSettings) -> tuple[PriorityRule, ...]:
@@ -96,8 +103,10 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
     patience = config.reports.patience if isinstance(config.reports.patience, float) else None
     acd = ACD(config.acd.queues, reactor, rules=vip_rules(config.acd),
               cities=dict(config.acd.cities) or CHINA_AREA_CODES, estimator=modelled_estimator(patience))
-    desk = AgentDesk(board, SQLDirectory(pool), station_prefix=config.agents.station_prefix, acd=acd,
-                     queues=config.acd.queues)
+    guard = LoginGuard.from_settings(config.directory, reactor)  # audits logins once the records exist (below)
+    desk = AgentDesk(board, make_directory(config.directory, pool, reactor, root),
+                     station_prefix=config.agents.station_prefix, acd=acd, queues=config.acd.queues, guard=guard)
+    desk.plaintext_login = config.cti.allow_plaintext_login
     customers = SQLCustomers(pool, config.customers.account_key) if config.customers.account_key else None
     center = CallCenter(model, board, acd, pbx, desk, config.acd.default_queue, config.acd.ring_time, reactor,
                         customers=customers, lookup_timeout=config.customers.lookup_timeout,
@@ -113,8 +122,17 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
     writer.setServiceParent(root)
     records = Records(writer, reactor, model, board, center)  # after the center: it reads the center's doings
     writer.before_stop.append(records.close)
+    guard.audit = records.audit
+    desk.authorize = RoleCheck(audit=records.audit)  # ctid/roles.py: which command needs which role
+    control = CallControl(board, model, pbx, desk, reactor, records)  # AG-3: the agent's own calls
+    control.register(desk)
+    CallOrigination(control, center, config.agents.outbound_caller_id).register(desk)
+    install_supervisors(desk, board, model, center, pbx, records.audit, config, reactor)  # after the center too
+    install_recording(root, config, model, board, center, pbx, desk, records, pool, reactor)  # AG-3/4/5
     if center.on_voice_message is None:
         center.on_voice_message = records.voice_message
+    transfers = CallTransfers(desk, model, board, center, pbx, reactor, queues=config.acd.queues, records=records)
+    dispatcher.register("BridgeEnter", transfers.bridge_entered)  # a transferred call's new agent answered
     if config.reports.schedule:
         MonthlyReportService(pool, config.reports, reactor, schema=schema).setServiceParent(root)
     cti = CTIServerService(serverFromString(reactor, config.cti.endpoint), CTIServerFactory(
@@ -141,7 +159,9 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
         namespace = {"config": config, "root": root, "model": model, "pbx": pbx, "ami": ami, "board": board,
                      "acd": acd}
         manhole = makeManholeService(
-            config.manhole.endpoint, config.manhole.username, config.manhole.password, namespace
+            config.manhole.endpoint, config.manhole.username, config.manhole.password, namespace,
+            kind=config.manhole.kind, host_key=config.manhole.host_key,
+            authorized_keys=config.manhole.authorized_keys, reactor=reactor,
         )
         manhole.setName("manhole")
         manhole.setServiceParent(root)

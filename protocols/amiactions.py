@@ -202,6 +202,11 @@ class AMIActions:
                            ("Receive", "true" if receive else None))
         return self.sendAction("PlayDTMF", headers).addCallback(_response)
 
+    def pjsipNotify(self, channel: str, variables: Mapping[str, object]) -> Deferred[Message]:
+        """Send a SIP NOTIFY inside ``channel``'s dialog, one header per variable (e.g. ``Event: talk``)."""
+        headers = [("Channel", channel), *((("Variable", f"{name}={value}") for name, value in variables.items()))]
+        return self.sendAction("PJSIPNotify", headers).addCallback(_response)
+
     def userEvent(self, name: str, **headers: object) -> Deferred[Message]:
         """Broadcast ``UserEvent: name`` with extra headers."""
         return self.sendAction("UserEvent", [("UserEvent", name), *_present(*headers.items())]).addCallback(_response)

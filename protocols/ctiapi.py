@@ -87,10 +87,13 @@ class CommandRouter:
     ``login`` the command answers ``login_required`` until the session has
     logged in.  Unregistered names answer ``unknown_command``.  Subclass and
     override the ``session_*`` notifications as needed (they do nothing here).
+    ``authorize(session, command)``, when set (``ctid.roles.RoleCheck``), runs
+    before every login-only command's function and refuses by raising CTIError.
     """
 
     def __init__(self) -> None:
         self._commands: dict[str, tuple[Command, bool]] = {}
+        self.authorize: Callable[[CTISession, str], None] | None = None
 
     def add(self, name: str, fn: Command, *, login: bool = True) -> None:
         """Run ``fn`` for command ``name``; ``login``: only for a logged-in session."""
@@ -111,6 +114,8 @@ class CommandRouter:
         fn, login = entry
         if login:
             require_login(session)
+            if self.authorize is not None:
+                self.authorize(session, command)
         result = fn(session, args)
         if inspect.isawaitable(result):
             result = await result

@@ -486,6 +486,6 @@ class FastAGIFactory(Factory):
 
     def buildProtocol(self, addr: object) -> FastAGIProtocol:
         """A new protocol for one Asterisk connection."""
-        protocol = FastAGIProtocol(self.handler, self.clock, self.command_timeout, self.env_timeout)
+        protocol = self.protocol(self.handler, self.clock, self.command_timeout, self.env_timeout)
         protocol.factory = self
         return protocol

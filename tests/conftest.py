@@ -33,6 +33,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "sim(**settings): [pbxsim] settings for the daemon fixture")
     config.addinivalue_line("markers", "routes(text): a route rules file for the daemon fixture's [acd] routes")
     config.addinivalue_line("markers", "queue(text): extra lines for the daemon fixture's [queue:general]")
+    config.addinivalue_line("markers", "ivr: the daemon fixture loads the bank's IVR flows (conf/ivr)")
 
 
 @pytest_twisted.async_yield_fixture
@@ -41,7 +42,7 @@ async def daemon(tmp_path, request):
 
     ``@pytest.mark.sim(key="value", …)`` overrides [pbxsim] settings for a test or module;
     ``@pytest.mark.routes(text)`` gives it route rules; ``@pytest.mark.queue(text)`` adds lines to its
-    ``[queue:general]`` section.
+    ``[queue:general]`` section; ``@pytest.mark.ivr`` loads the bank's IVR flows (conf/ivr).
     """
     from tests.e2e import Daemon, daemon_config
 
@@ -49,6 +50,7 @@ async def daemon(tmp_path, request):
     routes = request.node.get_closest_marker("routes")
     queue = request.node.get_closest_marker("queue")
     running = Daemon(daemon_config(tmp_path, routes.args[0] if routes else None, queue.args[0] if queue else "",
+                                   ivr=request.node.get_closest_marker("ivr") is not None,
                                    **(marker.kwargs if marker else {})))
     await running.start()
     yield running

@@ -23,6 +23,8 @@ from ctid.service import makeService
 PASSWORD = "e2e-agent-pw"
 CONF = pathlib.Path(__file__).resolve().parent.parent / "conf"
 ACCOUNT_KEY = "e2e-account-key-0123"
+#: Seeded supervisors and what they manage (groups and cities; ``*`` the whole centre).
+SUPERVISORS = {"1900": "accounts,Shanghai", "1901": "accounts,Beijing", "1902": "consultation", "1909": "*"}
 
 
 def free_port() -> int:
@@ -48,6 +50,7 @@ def daemon_config(tmp_path, routes: str | None = None, queue: str = "", ivr: boo
         "patience": "0.5 0.5",
         "cti_endpoint": f"tcp:127.0.0.1:{cti}",
         "desktop_password": PASSWORD,
+        "media_speed": "4",
         # without the IVR, service numbers go straight to the queue (the built-in "queue" script)
         **({} if ivr else {"agi_script": "queue"}),
         **sim,
@@ -110,6 +113,9 @@ class Daemon:
         for n, city in ((1001, "Shanghai"), (1002, "Shanghai"), (1003, "Beijing"), (1004, "Beijing")):
             await directory.add_agent(str(n), f"Agent {n}", PASSWORD, skills={"accounts": 5}, city=city)
         await directory.add_agent("1005", "Gone", PASSWORD, enabled=False)
+        for supervisor, manages in SUPERVISORS.items():  # supervisors: no skills, so no calls are offered to them
+            await directory.add_agent(supervisor, f"Supervisor {supervisor}", PASSWORD, roles=("agent", "supervisor"),
+                                      city="Shanghai", manages=manages)
         customers = SQLCustomers(self.root.getServiceNamed("db"), ACCOUNT_KEY)
         await customers.add_customer("C-1", "张三", segment="private", city="Shanghai")
         await customers.add_phone("C-1", "13800138000")

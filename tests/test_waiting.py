@@ -118,3 +118,31 @@ async def test_voicemail_route_target_records_a_message_in_its_mailbox(daemon):
     await daemon.until(lambda: messages, "the voice message", timeout=30)
     assert (messages[0].call_id, messages[0].mailbox) == (trunk.linkedid, "complaints")
     await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "the call to end")
+
+
+IVR_ROUTES = """
+timezone = "Asia/Shanghai"
+
+[[rules]]
+name = "survey line"
+called = ["95568"]
+ivr = "survey"
+
+[[rules]]
+name = "everyone else"
+queue = "general"
+"""
+
+
+@pytest.mark.routes(IVR_ROUTES)
+@pytest.mark.ivr
+@NO_IVR
+@pytest_twisted.ensureDeferred
+async def test_ivr_route_target_runs_the_named_flow(daemon):
+    """A route rule's IVR target: CTID_FLOW is set, the caller is redirected to ctid-ivr and the flow runs."""
+    seen = EventRecorder(daemon.world)
+    trunk = daemon.call_in("13800138036", "95568", script="4", patience=60)
+    await daemon.until(lambda: trunk.variables.get("CTID_SATISFACTION") == "4", "the survey flow's score",
+                       timeout=30)
+    assert trunk.variables["CTID_FLOW"] == "survey"
+    assert seen.of("Newexten", Channel=trunk.name, Context="ctid-ivr")

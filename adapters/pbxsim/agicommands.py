@@ -90,7 +90,7 @@ async def cmd_stream_file(s: AgiSession, argv: list[str]) -> str | None:
     offset = _int(argv[4], 0) if len(argv) > 4 else 0
     if not argv[2]:
         return f"200 result=-1 endpos={offset}"
-    return await s.play(prompt_seconds(argv[2]), argv[3], offset)
+    return await s.play(prompt_seconds(argv[2], s.world.media_speed), argv[3], offset)
 
 
 @command("CONTROL STREAM FILE", "Usage: CONTROL STREAM FILE <filename> <escape digits> [skipms] [ffchar] "
@@ -99,7 +99,7 @@ async def cmd_stream_file(s: AgiSession, argv: list[str]) -> str | None:
 async def cmd_control_stream_file(s: AgiSession, argv: list[str]) -> str | None:
     if not 5 <= len(argv) <= 10:
         return SHOWUSAGE
-    return await s.play(prompt_seconds(argv[3]), argv[4], 0)
+    return await s.play(prompt_seconds(argv[3], s.world.media_speed), argv[4], 0)
 
 
 @command("GET OPTION", "Usage: GET OPTION <filename> <escape_digits> [timeout]\n"
@@ -108,28 +108,28 @@ async def cmd_get_option(s: AgiSession, argv: list[str]) -> str | None:
     if not 4 <= len(argv) <= 5:
         return SHOWUSAGE
     timeout = _int(argv[4], 5000) if len(argv) > 4 else 5000
-    return await s.play(prompt_seconds(argv[2]), argv[3], 0, wait=max(timeout, 0) / 1000.0)
+    return await s.play(prompt_seconds(argv[2], s.world.media_speed), argv[3], 0, wait=max(timeout, 0) / 1000.0)
 
 
 @command("SAY DIGITS", "Usage: SAY DIGITS <number> <escape digits>\n Say a given digit string.", media=True)
 async def cmd_say_digits(s: AgiSession, argv: list[str]) -> str | None:
     if len(argv) != 4:
         return SHOWUSAGE
-    return _strip_endpos(await s.play(0.6 * max(len(argv[2]), 1), argv[3], 0))
+    return _strip_endpos(await s.play(0.6 * max(len(argv[2]), 1) / s.world.media_speed, argv[3], 0))
 
 
 @command("SAY NUMBER", "Usage: SAY NUMBER <number> <escape digits> [gender]\n Say a given number.", media=True)
 async def cmd_say_number(s: AgiSession, argv: list[str]) -> str | None:
     if not 4 <= len(argv) <= 5 or not argv[2].lstrip("-").isdigit():
         return SHOWUSAGE
-    return _strip_endpos(await s.play(0.5 + 0.4 * len(argv[2]), argv[3], 0))
+    return _strip_endpos(await s.play((0.5 + 0.4 * len(argv[2])) / s.world.media_speed, argv[3], 0))
 
 
 @command("SAY ALPHA", "Usage: SAY ALPHA <number> <escape digits>\n Say a given character string.", media=True)
 async def cmd_say_alpha(s: AgiSession, argv: list[str]) -> str | None:
     if len(argv) != 4:
         return SHOWUSAGE
-    return _strip_endpos(await s.play(0.6 * max(len(argv[2]), 1), argv[3], 0))
+    return _strip_endpos(await s.play(0.6 * max(len(argv[2]), 1) / s.world.media_speed, argv[3], 0))
 
 
 def _strip_endpos(reply: str | None) -> str | None:
@@ -152,7 +152,7 @@ async def cmd_get_data(s: AgiSession, argv: list[str]) -> str | None:
         return SHOWUSAGE
     timeout = _int(argv[3], 0) if len(argv) > 3 else 0
     maxdigits = _int(argv[4], 1024) if len(argv) > 4 else 1024
-    return await s.collect(prompt_seconds(argv[2]), (timeout or 5000) / 1000.0, max(maxdigits, 1))
+    return await s.collect(prompt_seconds(argv[2], s.world.media_speed), (timeout or 5000) / 1000.0, max(maxdigits, 1))
 
 
 @command("RECORD FILE", "Usage: RECORD FILE <filename> <format> <escape digits> <timeout> [offset samples] "
@@ -162,7 +162,7 @@ async def cmd_record_file(s: AgiSession, argv: list[str]) -> str | None:
         return SHOWUSAGE
     timeout = _int(argv[5], -1)
     seconds = min(timeout / 1000.0, 5.0) if timeout > 0 else 5.0
-    reason = await s.world.sleep(s.chan, seconds)
+    reason = await s.world.sleep(s.chan, seconds / s.world.media_speed)
     samples = int(seconds * 8000)
     if reason == "timeout":
         return f"200 result=0 (timeout) endpos={samples}"

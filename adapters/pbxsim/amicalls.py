@@ -109,8 +109,12 @@ def redirect(session: AmiSession, message: Message) -> None:
     e_exten = header(message, "ExtraExten") or exten
     e_priority = _priority(session, e_context, e_exten, header(message, "ExtraPriority")) or priority
     session.ack(message, "Dual Redirect successful")
-    world.redirect(chan, context, exten, priority)
-    world.redirect(extra, e_context, e_exten, e_priority)
+    # Like AST_FLAG_BRIDGE_DUAL_REDIRECT_WAIT: a leg with no dialplan of its own (a Dial's callee) is
+    # released first, so its peer's Dial ending does not hang it up; both go where they were sent.
+    moves = sorted([(chan, context, exten, priority), (extra, e_context, e_exten, e_priority)],
+                   key=lambda move: move[0].running)
+    for target, *where in moves:
+        world.redirect(target, *where)
     return None
 
 

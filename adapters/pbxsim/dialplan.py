@@ -70,6 +70,15 @@ exten => s,1,Dial(${CTID_TARGET},${CTID_RING})
 exten => _X.,1,Dial(PJSIP/${EXTEN},30)
  same => n,Hangup()
 
+[ctid-hold]
+; CTI HoldCall (AMI Redirect with ExtraChannel): the held party hears music
+; (s), the agent's leg waits in silence (agent); RetrieveCall bridges them
+; again (AMI Bridge), after which each carries on to Hangup().
+exten => s,1,MusicOnHold(default,3600)
+ same => n,Hangup()
+exten => agent,1,Wait(3600)
+ same => n,Hangup()
+
 [ctid-out]
 ; Calls placed by agent phones go out on the trunk.
 exten => _X.,1,Dial(PJSIP/${EXTEN}@trunk,60)

@@ -19,11 +19,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # -- MixMonitor ----------------------------------------------------------------------------
 
+#: Asterisk's ``astspooldir``/monitor: where relative MixMonitor file names go.
+MONITOR_DIR = "/var/spool/asterisk/monitor"
+
 
 def start_mixmonitor(world: World, chan: Channel, filename: str, options: str = "") -> str:
     """Start recording; returns the MixMonitor id (also stored in VAR for ``i(VAR)``)."""
     ident = f"0x7f3c{world.serial():08x}"
     chan.mixmonitors[ident] = filename
+    if filename and not filename.startswith("/"):  # app_mixmonitor: relative names go under the monitor folder
+        filename = f"{MONITOR_DIR}/{filename}"
+    world.set_var(chan, "MIXMONITOR_FILENAME", filename)  # set (VarSet) before MixMonitorStart, like Asterisk
     world.chan_event("MixMonitorStart", chan)
     match = re.search(r"i\(([^)]+)\)", options or "")
     if match:
@@ -74,6 +80,8 @@ def dtmf(world: World, chan: Channel, digit: str, duration_ms: int = 100, direct
 def _dtmf_end(world: World, chan: Channel, digit: str, duration_ms: int, direction: str) -> None:
     world.chan_event("DTMFEnd", chan, [("Digit", digit), ("DurationMs", duration_ms), ("Direction", direction)],
                      "dtmf")
+    if direction == "Received" and not chan.dead:
+        chan.notify("on_dtmf", digit)
 
 
 def play_dtmf(world: World, chan: Channel, digits: str, duration_ms: int, receive: bool) -> None:
@@ -114,31 +122,49 @@ def find_spyee(world: World, target: str, spyer: Channel) -> Channel | None:
     return next((c for c in world.live() if c is not spyer and c.name.startswith(target + "-")), None)
 
 
-class _SpyWatch:
-    """Observer on the spyee: tells the ChanSpy application when it hangs up."""
+#: ChanSpy option ``d``: the spyer's DTMF 4, 5 and 6 switch to these modes.
+SPY_MODE_KEYS = {"4": "listen", "5": "whisper", "6": "barge"}
 
-    def __init__(self, world: World, spyer: Channel):
+
+class _SpyWatch:
+    """Observer on the spyee (tells ChanSpy when it hangs up) and on the spyer (DTMF mode switching, ``d``)."""
+
+    def __init__(self, world: World, spyer: Channel, options: str):
         self.world, self.spyer = world, spyer
+        self.switching = "d" in options
+        self.mode = "barge" if "B" in options else "whisper" if "w" in options or "W" in options else "listen"
 
     def on_hangup(self, chan: Channel) -> None:
-        self.world.wake(self.spyer, "spyee")
+        if chan is not self.spyer:
+            self.world.wake(self.spyer, "spyee")
+
+    def on_dtmf(self, chan: Channel, digit: str) -> None:
+        if chan is self.spyer and self.switching and digit in SPY_MODE_KEYS:
+            self.mode = SPY_MODE_KEYS[digit]
+
+
+def spy_mode(spyer: Channel) -> str | None:
+    """The mode (listen, whisper, barge) of the ChanSpy running on ``spyer``; None when it is not spying."""
+    return next((o.mode for o in spyer.observers if isinstance(o, _SpyWatch)), None)
 
 
 @application("ChanSpy")
 async def app_chanspy(world: World, chan: Channel, data: str) -> int:
-    """ChanSpy(target,options): listen (q), whisper (w) or barge (B) on one channel."""
+    """ChanSpy(target,options): listen, whisper (w) or barge (B) on one channel; ``d``: DTMF 4/5/6 switch modes."""
     args = split_args(data)
     target, options = (args[0] if args else ""), (args[1] if len(args) > 1 else "")
     answer(world, chan)
     spyee = find_spyee(world, target, chan) if target else None
     if spyee is None:
         return interrupted(await world.sleep(chan, 5.0)) if "E" not in options else -1
-    watch = _SpyWatch(world, chan)
+    watch = _SpyWatch(world, chan, options)
     spyee.observers.append(watch)
+    chan.observers.append(watch)
     world.emit("ChanSpyStart", "call", snapshot(chan, "Spyer") + snapshot(spyee, "Spyee"))
     reason = await world.sleep(chan, None)
-    if watch in spyee.observers:
-        spyee.observers.remove(watch)
+    for watched in (spyee, chan):
+        if watch in watched.observers:
+            watched.observers.remove(watch)
     if not chan.dead:
         spyee_block = snapshot(spyee, "Spyee") if not spyee.dead else []
         world.emit("ChanSpyStop", "call", snapshot(chan, "Spyer") + spyee_block)

@@ -38,6 +38,7 @@ def build_world(settings: SimulatorSettings, clock: Any, extra_dialplan: str = "
     world = World(clock, plan, bridge_seed=settings.seed)
     world.globals["CTID_AGI"] = settings.agi_url
     world.globals["CTID_AGI_HOST"] = settings.agi_host_url
+    world.media_speed = settings.media_speed
     world.globals["CTID_DIRECT_RING"] = str(settings.direct_ring)
     return world
 

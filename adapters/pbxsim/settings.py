@@ -47,6 +47,8 @@ class SimulatorSettings:
     agi_timeout: float = 5.0
     ami_write_buffer: int = 4 * 1024 * 1024
     ami_auth_timeout: float = 30.0
+    # Sound files (prompts, recordings) play this many times faster than real time (tests: 4).
+    media_speed: float = 1.0
     # Simulated desktops: the agents sign in to ctid's CTI server and become ready.
     desktops: bool = False
     cti_endpoint: str = "tcp:127.0.0.1:7070"
@@ -80,6 +82,7 @@ class SimulatorSettings:
         _check(bool(self.dnis) and all(_DIGITS.match(d) for d in self.dnis), "dnis must be digit strings")
         _check(bool(re.match(r"^[0-9]$", self.direct_prefix)), "direct_prefix must be one digit")
         _check(self.direct_ring > 0 and self.agi_timeout > 0, "timeouts must be positive")
+        _check(0.1 <= self.media_speed <= 100, "media_speed must be between 0.1 and 100")
         _check(self.ami_write_buffer >= 64 * 1024, "ami_write_buffer must be at least 64 KiB")
         _check(bool(re.match(r"^[\w./-]*$", self.agi_script)), "agi_script must be a plain path")
 

@@ -138,6 +138,8 @@ class World:
         self.channels: dict[str, Channel] = {}
         self.bridges: dict[str, Bridge] = {}
         self.globals: dict[str, str] = dict(self.dialplan.globals)
+        #: Sound files play this many times faster than real time (see SimulatorSettings.media_speed).
+        self.media_speed = 1.0
         self.astdb: dict[str, str] = {}
         self.devices: dict[str, Any] = {}
         self.trunk: Callable[[str], Any] | None = None
