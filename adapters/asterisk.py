@@ -161,6 +161,10 @@ class AsteriskPBX(Service):
     def bridge(self, channel1, channel2):
         return self._call(f"bridge {channel1} {channel2}", lambda ami: _none(ami.bridge(channel1, channel2)))
 
+    def kick_from_conference(self, conference, channel):
+        return self._call(f"kick {channel} from {conference}",
+                          lambda ami: _none(ami.confbridgeKick(conference, channel)))
+
     def start_recording(self, channel, filename, options=""):
         return self._call(f"record {channel}", lambda ami: ami.mixMonitor(channel, filename, options or None))
 

@@ -99,6 +99,33 @@ def _call_data(cti: str | None, rest: str) -> tuple[str | None, dict[str, Any]]:
     return cti, {"data": {key.strip(): value.strip()}}
 
 
+def _words(*names: str, **fixed: Any) -> Builder:
+    """Arguments from the words after the command, in ``names`` order (the last takes the rest), plus ``fixed``.
+
+    A name ending in ``?`` is optional; ``#`` after it makes it an integer.
+    """
+
+    def build(cti: str | None, rest: str) -> tuple[str | None, dict[str, Any]]:
+        words = rest.split(None, len(names) - 1) if rest else []
+        args: dict[str, Any] = dict(fixed)
+        for index, spec in enumerate(names):
+            name = spec.rstrip("?#")
+            if index >= len(words):
+                if not spec.rstrip("#").endswith("?"):
+                    raise UsageError(f"give the {name}")
+                continue
+            if spec.endswith("#"):
+                try:
+                    args[name] = int(words[index])
+                except ValueError:
+                    raise UsageError(f"the {name} must be a whole number") from None
+            else:
+                args[name] = words[index]
+        return cti, args
+
+    return build
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -145,6 +172,29 @@ COMMANDS: dict[str, Command] = {
     "dial": Command("MakeCall", _word("to"), "<number>", "call a number (your phone rings first)"),
     "call-agent": Command("MakeCall", _word("agent"), "<agent>", "call another agent"),
     "pickup": Command("PickupCall", _word("agent"), "<agent>", "take the call ringing at that agent's seat"),
+    "floor": Command("SnapshotFloor", _fixed(), "", "supervisors: the calls, agents and queues you manage"),
+    "watch-floor": Command("SubscribeFloor", _fixed(), "", "supervisors: follow the floor (Floor… events)"),
+    "unwatch-floor": Command("UnsubscribeFloor", _fixed(), "", "supervisors: stop following the floor"),
+    "listen": Command("MonitorCall", _words("agent", mode="listen"), "<agent>", "supervisors: listen to a call"),
+    "whisper": Command("MonitorCall", _words("agent", mode="whisper"), "<agent>", "supervisors: coach the agent"),
+    "barge": Command("MonitorCall", _words("agent", mode="barge"), "<agent>", "supervisors: talk to both sides"),
+    "monitor-mode": Command("SetMonitorMode", _words("monitor", "mode"), "<monitor> listen|whisper|barge",
+                            "supervisors: switch a monitor's mode"),
+    "stop-monitor": Command("StopMonitor", _words("monitor"), "<monitor>", "supervisors: stop monitoring"),
+    "release": Command("ForceRelease", _words("agent"), "<agent>", "supervisors: hang up the agent's call"),
+    "force-pause": Command("ForcePause", _words("agent", "reason?"), "<agent> [reason]",
+                           "supervisors: pause an agent"),
+    "force-logout": Command("ForceLogout", _words("agent"), "<agent>", "supervisors: sign an agent out"),
+    "unlock": Command("UnlockAgent", _words("agent"), "<agent>", "supervisors: unlock a locked agent"),
+    "priority": Command("SetCallPriority", _words("call", "priority#"), "<call> <priority>",
+                        "supervisors: change a waiting call's priority"),
+    "move": Command("MoveCall", _words("call", "queue"), "<call> <queue>",
+                    "supervisors: move a waiting call to another queue"),
+    "record": Command("StartRecording", _fixed(), "", "record your call"),
+    "record-stop": Command("StopRecording", _fixed(), "", "stop recording your call"),
+    "record-pause": Command("PauseRecording", _fixed(), "", "pause the recording (e.g. while a card number is given)"),
+    "record-resume": Command("ResumeRecording", _fixed(), "", "resume the recording"),
+    "survey": Command("Survey", _fixed(), "", "hand the caller to the satisfaction survey"),
     "raw": Command(None, _raw, "<Command> [json-object]", "send any CTI command, e.g. raw SnapshotAgent {}"),
     "login": Command(None, _fixed(), "", "sign in again (after logout)"),
     "help": Command(None, _fixed(), "", "list the commands"),

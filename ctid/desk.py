@@ -265,3 +265,6 @@ class AgentDesk(CommandRouter):
             log.warn("could not sign out {agent} after its session expired: {error}", agent=agent_id, error=e.message)
         else:
             log.info("agent {agent} signed out {when}: desktop session expired", agent=agent_id, when=when)
+            if self.guard is not None:
+                self.guard.logged_out(agent_id, session.identity.get("roles", ()), session.peer,
+                                      f"session expired; signed out {when}")

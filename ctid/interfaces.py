@@ -48,6 +48,9 @@ class IPBX(Interface):
     def bridge(channel1, channel2):
         """Bridge two existing channels together.  Fires with None."""
 
+    def kick_from_conference(conference, channel):
+        """Remove ``channel`` (a channel name, or ``all``) from the ConfBridge ``conference``.  Fires with None."""
+
     def start_recording(channel, filename, options=""):
         """Start MixMonitor on ``channel`` into ``filename``.  Fires with the MixMonitor id (may be None)."""
 

@@ -20,8 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
+from numpy.typing import NDArray
+
 from ctid.acd.ewt import Estimator, WaitSnapshot
-from ctid.erlang import Performance, erlang_a_from_b, erlang_c_from_b
+from ctid.erlang import Performance, erlang_a_arrays, erlang_a_figures, erlang_b_at, erlang_c_from_b
 
 __all__ = [
     "Demand",
@@ -106,76 +109,112 @@ def agents_needed(load: float, aht: float, target: ServiceTarget, patience: floa
 
     Erlang C when ``patience`` is None, else Erlang A.  No load needs no agents.
     """
+    _check(load, aht, patience)
+    if load == 0:
+        return Performance(0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+    if patience is None:
+        return _erlang_c_search([load], [aht], target)[0]
+    return _erlang_a_search([load], [aht], [patience], target)[0]
+
+
+def _check(load: float, aht: float, patience: float | None) -> None:
     if not load >= 0 or math.isinf(load):
         raise ValueError(f"load must be a non-negative number of Erlangs, got {load}")
     if not aht > 0 or math.isinf(aht):
         raise ValueError(f"aht must be a positive number of seconds, got {aht}")
-    if load == 0:
-        return Performance(0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
-    if patience is None:
-        return _erlang_c_search(load, aht, target)
-    if not patience > 0 or math.isinf(patience):
+    if patience is not None and (not patience > 0 or math.isinf(patience)):
         raise ValueError(f"patience must be a positive number of seconds, got {patience}")
-    return _erlang_a_search(load, aht, patience, target)
 
 
-def _erlang_c_search(load: float, aht: float, target: ServiceTarget) -> Performance:
-    """Walk the Erlang B recursion up from one agent until the service level is met: O(agents)."""
-    b, n = 1.0, 0
-    while True:
-        n += 1
-        b = load * b / (n + load * b)
-        if n > load:
-            performance = erlang_c_from_b(n, load, aht, target.answer_within, b)
-            if performance.service_level >= target.level:
-                return performance
+def _erlang_c_search(loads: list[float], ahts: list[float], target: ServiceTarget) -> list[Performance]:
+    """The fewest agents by Erlang C for many queues (loads > 0).
+
+    Each walks the Erlang B recursion up from the first agent count above
+    its load, where B is computed for all the queues at once (O(1) each).
+    """
+    starts = [math.floor(load) + 1 for load in loads]
+    found = []
+    for n, b, load, aht in zip(starts, erlang_b_at(starts, loads).tolist(), loads, ahts, strict=True):
+        while 1.0 - n * b / (n - load * (1.0 - b)) * math.exp(-(n - load) * target.answer_within / aht) < target.level:
+            n += 1
+            b = load * b / (n + load * b)
+        found.append(erlang_c_from_b(n, load, aht, target.answer_within, b))
+    return found
 
 
-def _erlang_a_search(load: float, aht: float, patience: float, target: ServiceTarget) -> Performance:
-    """Gallop from the Erlang C answer (usually a few agents off) to bracket the fewest agents, then bisect."""
-    table = [1.0]
+def _erlang_a_search(loads: list[float], ahts: list[float], patiences: list[float],
+                     target: ServiceTarget) -> list[Performance]:
+    """The fewest agents by Erlang A for many queues (loads > 0) at once, vectorised over the queues.
 
-    def at(n: int) -> Performance:
-        while len(table) <= n:
-            b = table[-1]
-            table.append(load * b / (len(table) + load * b))
-        return erlang_a_from_b(n, load, aht, patience, target.answer_within, table[n])
+    Each queue's search starts from its Erlang C answer (usually a few agents
+    off): gallop away from it to bracket the answer, then bisect; every step
+    evaluates all the queues still searching in one :func:`erlang_a_arrays`.
+    """
+    load, aht, patience = (np.asarray(v, dtype=float) for v in (loads, ahts, patiences))
 
-    start = _erlang_c_search(load, aht, target).agents
-    first = at(start)
-    step = 1
-    if first.service_level >= target.level:
-        high, best = start, first
-        low = max(start - step, 0)
-        while low > 0 and (probe := at(low)).service_level >= target.level:
-            high, best = low, probe
-            step *= 2
-            low = max(low - step, 0)
-    else:
-        low, high = start, start + step
-        while (best := at(high)).service_level < target.level:
-            step *= 2
-            low, high = high, high + step
-    while high - low > 1:
-        middle = (low + high) // 2
-        performance = at(middle)
-        if performance.service_level >= target.level:
-            high, best = middle, performance
-        else:
-            low = middle
-    return best
+    def meets(index: NDArray[np.intp], agents: NDArray[np.int64]) -> NDArray[np.bool_]:
+        level, _, _ = erlang_a_arrays(agents, load[index], aht[index], patience[index], target.answer_within,
+                                      erlang_b_at(agents, load[index]))
+        return level >= target.level
+
+    high = np.array([p.agents for p in _erlang_c_search(loads, ahts, target)], dtype=np.int64)
+    low = np.zeros_like(high)                   # no agents never meet a target: a failing bound
+    ok = meets(np.arange(len(high)), high)
+    step = np.ones_like(high)
+    index = np.flatnonzero(~ok)                 # Erlang C's answer is too few: gallop up
+    while index.size:
+        low[index] = high[index]
+        high[index] += step[index]
+        step[index] *= 2
+        index = index[~meets(index, high[index])]
+    step[:] = 1
+    index = np.flatnonzero(ok)                  # it is enough: gallop down until a count falls short
+    while index.size:
+        probe = high[index] - step[index]
+        inside = probe > low[index]
+        index, probe = index[inside], probe[inside]
+        good = meets(index, probe)
+        high[index[good]] = probe[good]
+        low[index[~good]] = probe[~good]
+        step[index] *= 2
+        index = index[good]
+    index = np.flatnonzero(high - low > 1)
+    while index.size:
+        middle = (low[index] + high[index]) // 2
+        good = meets(index, middle)
+        high[index[good]] = middle[good]
+        low[index[~good]] = middle[~good]
+        index = index[high[index] - low[index] > 1]
+    levels, waits, abandons = erlang_a_arrays(high, load, aht, patience, target.answer_within, erlang_b_at(high, load))
+    return [erlang_a_figures(int(n), a, p, float(sl), float(pw), float(pa))
+            for n, a, p, sl, pw, pa in zip(high, loads, patiences, levels, waits, abandons, strict=True)]
 
 
 def staff(demand: Demand, target: ServiceTarget) -> Staffing:
     """The agents ``demand``'s queue needs in its interval to reach ``target``."""
-    if not demand.seconds > 0:
-        raise ValueError(f"interval of queue {demand.queue} must last more than 0 s")
-    return Staffing(demand.queue, demand.start, agents_needed(demand.load, demand.aht, target, demand.patience))
+    return staff_all([demand], target)[0]
 
 
 def staff_all(demands: Iterable[Demand], target: ServiceTarget) -> list[Staffing]:
-    """:func:`staff` for every queue and interval, in order."""
-    return [staff(demand, target) for demand in demands]
+    """:func:`staff` for every queue and interval, in order; the Erlang A ones are searched together."""
+    demands = list(demands)
+    for demand in demands:
+        if not demand.seconds > 0:
+            raise ValueError(f"interval of queue {demand.queue} must last more than 0 s")
+        _check(demand.load, demand.aht, demand.patience)
+    performances: list[Performance] = [Performance(0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)] * len(demands)
+    by_c = [i for i, d in enumerate(demands) if d.load > 0 and d.patience is None]
+    by_a = [i for i, d in enumerate(demands) if d.load > 0 and d.patience is not None]
+    if by_c:
+        found = _erlang_c_search([demands[i].load for i in by_c], [demands[i].aht for i in by_c], target)
+        for i, performance in zip(by_c, found, strict=True):
+            performances[i] = performance
+    if by_a:
+        found = _erlang_a_search([demands[i].load for i in by_a], [demands[i].aht for i in by_a],
+                                 [demands[i].patience or 0.0 for i in by_a], target)
+        for i, performance in zip(by_a, found, strict=True):
+            performances[i] = performance
+    return [Staffing(d.queue, d.start, p) for d, p in zip(demands, performances, strict=True)]
 
 
 def position_wait(position: int, service_rate: float, patience: float | None = None) -> float:

@@ -1,8 +1,8 @@
 """The satisfaction survey (满意度调查, AG-5): the caller rates the service after talking to an agent.
 
-The agent hands the caller over with the ``Survey`` command, or — with
-``[recording] survey = after_every_call`` — every caller still on the line
-when its agent hangs up goes there by itself.  ctid sets ``CTID_FLOW`` (the
+The agent hands the caller over with the ``Survey`` command (instead of
+hanging up: a caller whose agent hangs up is hung up by the switch, Dial
+having no ``g`` option in ``ctid-deliver``).  ctid sets ``CTID_FLOW`` (the
 ``survey_flow``, conf/ivr/survey.yaml) on the caller's channel and redirects
 it to ``ctid-ivr``; the agent's leg ends with the redirect and the agent
 goes to wrap-up (``CallCenter.hand_over``).  The flow thanks the caller,
@@ -19,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ctid.calls import CallEnded, CallModel, LegAdded, LegRemoved, VariableSet
+from ctid.calls import CallEnded, CallModel, LegRemoved, VariableSet
 from ctid.center import IVR_CONTEXT
 from ctid.interfaces import IPBX, PBXError
 from ctid.protocols.ctiapi import CTIError, CTISession
@@ -44,7 +43,7 @@ class Survey:
 
 
 class SurveyDesk:
-    """The ``Survey`` command and the after-every-call policy (see the module doc)."""
+    """The ``Survey`` command (see the module doc)."""
 
     def __init__(self, settings: RecordingSettings, model: CallModel, board: Any, center: Any, pbx: IPBX,
                  desk: Any, flow_loaded: Callable[[str], bool] = lambda name: True):
@@ -54,7 +53,6 @@ class SurveyDesk:
         self.flow_loaded = flow_loaded
         #: Callers in the survey, by channel Uniqueid.
         self.surveys: dict[str, Survey] = {}
-        self._agent_legs: dict[str, tuple[str, str]] = {}  # agent's leg uniqueid -> (agent id, call id)
         desk.add("Survey", self.survey_command)
         model.subscribe(self._on_event)
 
@@ -93,33 +91,13 @@ class SurveyDesk:
     # -- the call model --------------------------------------------------------------------------------------
 
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, LegAdded):
-            agent = self.board.by_station(event.channel.rsplit("-", 1)[0])
-            if agent is not None:
-                self._agent_legs[event.uniqueid] = (agent.agent_id, event.call_id)
-        elif isinstance(event, LegRemoved):
-            self._leg_removed(event)
+        if isinstance(event, LegRemoved):
+            self.surveys.pop(event.uniqueid, None)
         elif isinstance(event, VariableSet) and event.uniqueid in self.surveys:
             self._variable(self.surveys[event.uniqueid], event)
         elif isinstance(event, CallEnded):
             for uniqueid in [u for u, s in self.surveys.items() if s.call_id == event.call_id]:
                 del self.surveys[uniqueid]
-
-    def _leg_removed(self, event: LegRemoved) -> None:
-        """After every call: the agent hung up on a caller who is still there → the survey."""
-        agent_id, call_id = self._agent_legs.pop(event.uniqueid, (None, None))
-        self.surveys.pop(event.uniqueid, None)
-        if agent_id is None or event.cause is None or self.settings.survey != "after_every_call":
-            return
-        delivery = self.center.deliveries.get(call_id) if self.center is not None else None
-        if delivery is None or delivery.agent_id != agent_id or delivery.answered_at is None \
-                or any(s.call_id == call_id for s in self.surveys.values()):
-            return
-        if customer_leg(self.model, self.center, call_id) is None:
-            return
-        Deferred.fromCoroutine(self.send(call_id, agent_id)).addErrback(
-            lambda failure: log.warn("call {call_id}: could not send the caller to the survey: {error}",
-                                     call_id=call_id, error=failure.getErrorMessage()))
 
     def _variable(self, survey: Survey, event: VariableSet) -> None:
         if event.name == "CTID_SATISFACTION" and event.value.isdigit() and 1 <= int(event.value) <= 5:

@@ -165,6 +165,11 @@ class AMIActions:
         """Hang up ``channel`` with an optional Q.850 ``cause``."""
         return self.sendAction("Hangup", _present(("Channel", channel), ("Cause", cause))).addCallback(_response)
 
+    def confbridgeKick(self, conference: str, channel: str) -> Deferred[Message]:
+        """Kick ``channel`` (a channel name, ``all`` or ``participants``) out of ConfBridge ``conference``."""
+        headers = [("Conference", conference), ("Channel", channel)]
+        return self.sendAction("ConfbridgeKick", headers).addCallback(_response)
+
     def atxfer(self, channel: str, exten: str, context: str | None = None) -> Deferred[Message]:
         """Start an attended transfer from ``channel`` (needs the atxfer feature)."""
         headers = _present(("Channel", channel), ("Exten", exten), ("Context", context))

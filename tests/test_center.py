@@ -125,7 +125,8 @@ async def test_route_rules_vip_overtakes_and_external_numbers(daemon):
 async def test_simulated_desktops_sign_in_and_take_calls(daemon):
     """With [pbxsim] desktops the simulated agents sign in over CTI, and a queued call is answered by one."""
     agents = board(daemon)
-    await daemon.until(lambda: sum(1 for a in agents.all() if a.available) == 4, "the four desktops to be ready")
+    await daemon.until(lambda: sum(1 for a in agents.all() if a.available) == 4, "the four desktops to be ready",
+                       timeout=30)
     trunk = daemon.call_in("13800138009", "95566", script="1", patience=30)
     await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "the call to be answered and end")
     assert sum(a.stats.answered for a in agents.all()) == 1

@@ -461,7 +461,7 @@ def test_mixmonitor_start_mute_stop(client, sim):
     got = client.read()
     answer = responses(got)[0]
     assert [k for k, _ in answer.pairs] == ["Response", "ActionID", "MixMonitorID"]
-    assert events(got, "MixMonitorStart") and events(got, "VarSet")[0]["Value"] == answer["MixMonitorID"]
+    assert events(got, "MixMonitorStart") and events(got, "VarSet")[-1]["Value"] == answer["MixMonitorID"]
     client.send(Action="MixMonitorMute", Channel=caller.name, Direction="both", State="1")
     client.send(Action="MixMonitorMute", Channel=caller.name, Direction="sideways", State="1")
     client.send(Action="StopMixMonitor", Channel=caller.name, MixMonitorID=answer["MixMonitorID"])

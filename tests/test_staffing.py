@@ -6,12 +6,22 @@ import math
 from datetime import datetime
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctid.acd.ewt import WaitSnapshot, observed_estimate
-from ctid.erlang import erlang_a, erlang_b, erlang_c, erlang_c_performance
+from ctid.erlang import (
+    _log_s,
+    _series,
+    erlang_a,
+    erlang_a_arrays,
+    erlang_b,
+    erlang_b_at,
+    erlang_c,
+    erlang_c_performance,
+)
 from ctid.staffing import (
     Demand,
     ServiceTarget,
@@ -186,6 +196,56 @@ def test_staff_per_queue_and_interval():
     assert result[2].agents <= 14 and result[2].performance.p_abandon > 0
     with pytest.raises(ValueError, match="general"):
         staff(Demand("general", start, 0.0, 1, 180.0), ServiceTarget())
+
+
+def fewest_by_walking(load, aht, target, patience):
+    """The fewest agents by trying every count from one up (the definition, no search)."""
+    n = 1
+    while True:
+        p = (erlang_a(n, load, aht, patience, target.answer_within) if patience is not None
+             else erlang_c_performance(n, load, aht, target.answer_within))
+        if p.service_level >= target.level:
+            return n
+        n += 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(queues=st.lists(st.tuples(st.integers(1, 400), st.floats(30.0, 600.0),
+                                 st.one_of(st.none(), st.floats(2.0, 2000.0))), min_size=1, max_size=6),
+       level=st.floats(0.05, 0.95), within=st.floats(0.0, 90.0))
+def test_staff_all_finds_the_fewest_agents_for_every_queue(queues, level, within):
+    """Searching many queues together gives, for each, the fewest agents meeting the target (C and A mixed)."""
+    start = datetime(2026, 5, 4, 9, 0)
+    target = ServiceTarget(level, within)
+    demands = [Demand(f"q{i}", start, 1800.0, calls, aht, patience) for i, (calls, aht, patience) in enumerate(queues)]
+    for demand, staffing in zip(demands, staff_all(demands, target), strict=True):
+        assert staffing.agents == fewest_by_walking(demand.load, demand.aht, target, demand.patience), demand
+
+
+@pytest.mark.parametrize("agents,load", [(0, 3.0), (5, 0.0), (10, 5.0), (1000, 950.0), (3, 400.0), (40, 5000.0)])
+def test_erlang_b_at_one_count_equals_the_recursion(agents, load):
+    """B at one agent count in O(1) agrees with the recursion, also where the Poisson tail underflows (N << A)."""
+    assert float(erlang_b_at(agents, load)) == pytest.approx(erlang_b(agents, load), rel=1e-11)
+
+
+@pytest.mark.parametrize("b,x", [(2.0, 0.01), (5000.0, 100.0), (20000.0, 14000.0), (50.0, 48.0), (300.0, 900.0)])
+def test_erlang_a_series_closed_form_and_summed_agree(b, x):
+    """log S_b(x) from the incomplete gamma function equals the summed series (the fallback below b/4 or underflow)."""
+    bs, xs = np.array([b]), np.array([x])
+    log_s, mean = _log_s(bs, xs)
+    expected_log, expected_mean = _series(b, x)
+    assert log_s[0] == pytest.approx(expected_log, rel=1e-11)
+    assert mean[0] == pytest.approx(expected_mean, rel=1e-7, abs=1e-12)
+
+
+def test_erlang_a_arrays_is_erlang_a_for_each_queue():
+    """The vectorised model gives exactly the figures of the one-queue function, edge cases included."""
+    cases = [(0, 5.0), (10, 0.0), (10, 9.0), (300, 320.0), (2000, 1000.0)]
+    agents, loads = zip(*cases, strict=True)
+    levels, waits, abandons = erlang_a_arrays(agents, loads, 180.0, 90.0, 20.0, erlang_b_at(agents, loads))
+    for i, (n, load) in enumerate(cases):
+        p = erlang_a(n, load, 180.0, 90.0, 20.0)
+        assert (levels[i], waits[i], abandons[i]) == pytest.approx((p.service_level, p.p_wait, p.p_abandon))
 
 
 def test_estimate_patience():

@@ -217,3 +217,18 @@ async def test_refusals_have_stable_codes_and_are_audited(daemon):
         ("1002", "agent", "MonitorCall"), ("1002", "agent", "ForceLogout"), ("1002", "agent", "SnapshotFloor")}
     for client in (agent, beijing, advice):
         await client.close()
+
+
+def test_console_commands_for_supervisors():
+    """ctid-agent's supervisor lines become the right CTI commands; bad lines get a usage message."""
+    from ctid.consolecommands import UsageError, parse_command
+
+    assert parse_command("whisper 1001")[1:] == ("MonitorCall", {"agent": "1001", "mode": "whisper"})
+    assert parse_command("monitor-mode m1 barge")[1:] == ("SetMonitorMode", {"monitor": "m1", "mode": "barge"})
+    assert parse_command("force-pause 1001 team meeting")[1:] == (
+        "ForcePause", {"agent": "1001", "reason": "team meeting"})
+    assert parse_command("priority c1 5")[1:] == ("SetCallPriority", {"call": "c1", "priority": 5})
+    assert parse_command("move c1 easy")[1:] == ("MoveCall", {"call": "c1", "queue": "easy"})
+    for line in ("priority c1 high", "move c1", "release"):
+        with pytest.raises(UsageError, match="usage"):
+            parse_command(line)

@@ -11,10 +11,6 @@ from tests.test_recording import agent_state, desktop, recording_daemon, refused
 from tests.test_records import written
 
 
-def agent_leg(daemon, agent):
-    return next(c for c in daemon.world.live() if c.name.startswith(f"PJSIP/{agent}-"))
-
-
 async def surveyed(daemon, trunk, switch):
     """Wait for the call to end after the survey; return its call record."""
     await daemon.until(lambda: daemon.of(CallEnded, call_id=trunk.linkedid), "the call to end after the survey", 30)
@@ -40,24 +36,6 @@ async def test_the_agent_hands_the_caller_to_the_survey_and_the_score_is_stored(
         assert (record["satisfaction"], record["agent_id"]) == (4, "1002")
         assert [e.data for e in events if e.name == "SurveyScored"] == [{"call": trunk.linkedid, "score": 4}]
         assert switch.of("VarSet", Channel=trunk.name, Variable="CTID_FLOW", Value="survey")
-        await client.close()
-    finally:
-        await daemon.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_after_every_call_the_caller_goes_to_the_survey_when_the_agent_hangs_up(tmp_path):
-    """survey = after_every_call: the agent hangs up, the caller still on the line rates the service (2)."""
-    daemon = await recording_daemon(tmp_path, "survey = after_every_call", ivr=True, agi_script="queue",
-                                    talk_time="60 60", patience="60 60")
-    try:
-        switch = EventRecorder(daemon.world)
-        client, _ = await desktop(daemon, "1002", ready=True)
-        trunk = daemon.call_in("13800138001", "95566", script="2", patience=60)
-        await daemon.until(lambda: agent_state(daemon, "1002") == "talking", "1002 to talk")
-        daemon.world.remote_hangup(agent_leg(daemon, "1002"), 16)
-        record = await surveyed(daemon, trunk, switch)
-        assert record["satisfaction"] == 2
         await client.close()
     finally:
         await daemon.stop()

@@ -52,7 +52,7 @@ def action(name: str, privilege: str, synopsis: str) -> Callable[[Handler], Hand
 
 def dispatch(session: AmiSession, message: Message) -> Deferred[object] | None:
     """Run one action for ``session`` (errors answered here)."""
-    from . import amicalls, amilists, phonenotify  # noqa: F401  (they register their actions)
+    from . import amicalls, amilists, confbridge, phonenotify  # noqa: F401  (they register their actions)
 
     name = (message.get("Action") or "").strip()
     if not name:

@@ -45,7 +45,7 @@ async def execute(world: World, chan: Channel, app: str, data: str) -> int:
 
 
 def _load_modules() -> None:
-    from . import agi, dial, features  # noqa: F401  (they register applications)
+    from . import agi, confbridge, dial, features  # noqa: F401  (they register applications)
 
 
 def prompt_seconds(name: str, speed: float = 1.0) -> float:

@@ -19,6 +19,10 @@ from ctid.client import CTIClient, CTIClientError
 log = Logger(namespace="ctid.pbxsim")
 
 
+#: Seconds before a desktop whose sign-in was refused tries again.
+RETRY = 2.0
+
+
 class SimulatedDesktops(Service):
     """Signs ``agents`` in at ``endpoint`` with ``password`` and sets them ready, retrying until it works."""
 
@@ -51,13 +55,22 @@ class SimulatedDesktops(Service):
                 await connection.call("Login", agent=agent, password=self._password, station=agent)
                 await connection.call("SetAgentState", state="ready")
             except CTIClientError as e:
-                log.warn("pbxsim: desktop of agent {agent} could not sign in: {code}", agent=agent, code=e.code)
+                log.warn("pbxsim: desktop of agent {agent} could not sign in: {code}; trying again in {retry:.0f}s",
+                         agent=agent, code=e.code, retry=RETRY)
+                self.reactor.callLater(RETRY, self._retry, agent)
                 return
             log.info("pbxsim: desktop of agent {agent} signed in and ready", agent=agent)
 
         client = CTIClient(self.reactor, name="pbxsim-desktop/1", setup=sign_in)
         self.clients[agent] = client
         client.connect(self.endpoint, fail_after=None).addErrback(self._gave_up, agent)
+
+    def _retry(self, agent: str) -> None:
+        """Sign ``agent`` in again on a new connection (a person would try again too)."""
+        client = self.clients.pop(agent, None)
+        if client is not None:
+            client.close()
+        self._open(agent)
 
     def _gave_up(self, failure: Any, agent: str) -> None:
         if not failure.check(CancelledError):  # CancelledError: the simulator is stopping

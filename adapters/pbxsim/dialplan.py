@@ -79,6 +79,13 @@ exten => s,1,MusicOnHold(default,3600)
 exten => agent,1,Wait(3600)
  same => n,Hangup()
 
+[ctid-conference]
+; Conferences: ctid sets CTID_CONFERENCE on each leg and redirects (or
+; originates) them here; a kicked party hangs up.
+exten => s,1,Answer()
+ same => n,ConfBridge(${CTID_CONFERENCE},default_bridge,default_user)
+ same => n,Hangup()
+
 [ctid-out]
 ; Calls placed by agent phones go out on the trunk.
 exten => _X.,1,Dial(PJSIP/${EXTEN}@trunk,60)

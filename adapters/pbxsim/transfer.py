@@ -183,7 +183,17 @@ class AttendedTransfer:
             self.attempt.resume(None, swap=None)
 
     def redirect_requested(self, chan: Channel) -> None:
-        self.hangup_requested(chan)
+        """A consulted target redirected away goes where it was sent (it left the consultation, so the
+        transferer is back with the transferee, as Asterisk's atxfer does on the target leaving); else a hangup."""
+        if chan is self.target and self.state == "consulting":
+            if self.second is not None:
+                self.world.bridge_leave(self.second, chan)
+            chan.observers.remove(self)
+            chan.controller, self.target = None, None
+            self._back_to_caller()
+            self.world.start_pbx(chan)
+        else:
+            self.hangup_requested(chan)
 
     def member_left(self, chan: Channel) -> None:
         """Bridge owner hook (the consultation bridge)."""

@@ -10,6 +10,7 @@ acknowledgement was lost can be sent again without doubling anything.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 
+from ctid.adapters.store.schema import metadata
 from ctid.adapters.store.spool import Chunk, Record, read_records
 
 #: MySQL/MariaDB error codes that mean "this row is wrong", not "the server is unreachable".
@@ -47,6 +49,10 @@ class TableShape:
                    frozenset(c.name for c in columns if isinstance(c.type, Numeric)),
                    {c.name: c.type.length for c in columns if isinstance(c.type, String) and c.type.length})
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """Pickled by table name (for the writer's database process): the other side rebuilds it from the schema."""
+        return shape_of_table, (self.table.name,)
+
     def to_db(self, record: Record) -> dict[str, Any]:
         """``record``'s row as the database takes it: times as naive UTC datetimes, long text cut."""
         row: dict[str, Any] = {"record_id": record.id}
@@ -64,6 +70,12 @@ class TableShape:
             else:
                 row[name] = value
         return row
+
+
+@functools.cache
+def shape_of_table(name: str) -> TableShape:
+    """The shape of ctid's table ``name`` (from :data:`~ctid.adapters.store.schema.metadata`)."""
+    return TableShape.of(metadata.tables[name])
 
 
 def shapes(tables: Mapping[str, Table]) -> dict[str, TableShape]:

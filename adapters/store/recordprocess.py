@@ -1,0 +1,216 @@
+"""A database pool whose work runs in a child process: the record writer's SQL never competes with the reactor.
+
+Inserting thousands of records a second is mostly Python work (converting
+values, SQLAlchemy, PyMySQL's escaping).  On a thread it holds the GIL the
+reactor needs, in slices of up to the interpreter's switch interval (5 ms),
+and the routing latency of the daemon shows it.  :class:`ProcessDatabasePool`
+has :class:`~ctid.adapters.store.pool.DatabasePool`'s API — ``run(fn, *args)``
+fires with ``fn(connection, *args)`` run in one transaction — but ``fn`` runs
+in a child process (started with ``spawn`` on first use, restarted after it
+died), with its own engine.  ``fn`` must be a module-level function and its
+arguments and result picklable.
+
+The parent's side is one thread: it pickles the call (long lists in slices
+of :data:`SLICE` items, so no single pickling holds the GIL for long), sends
+it over a pipe and waits for the answer, at most ``timeout`` seconds (then
+the child is killed).  Errors come back as :class:`RemoteBadData` (a
+``ValueError``: the rows are wrong, see
+:func:`~ctid.adapters.store.inserts.is_bad_data`) or
+:class:`RemoteDatabaseError` (the database or the child is unavailable).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from ctid.adapters.store.engine import make_engine
+from ctid.adapters.store.inserts import is_bad_data
+from ctid.adapters.store.pool import DatabasePoolStopped, _in_transaction
+
+log = Logger()
+
+#: Items of a long list argument pickled and sent at a time.
+SLICE = 64
+
+
+class RemoteDatabaseError(Exception):
+    """The database, or the child process running the work, could not do it (an outage: retry later)."""
+
+
+class RemoteBadData(ValueError):
+    """The database refused the rows themselves (retrying the same rows cannot help)."""
+
+
+class _Slices:
+    """Stands for a long list argument, sent after the call in ``count`` slices."""
+
+    def __init__(self, count: int, kind: type):
+        self.count, self.kind = count, kind
+
+
+def _serve(connection: Connection, url: str, engine_options: dict[str, Any]) -> None:
+    """The child: run calls in transactions on its own engine until told to stop (None) or the pipe closes."""
+    engine = make_engine(url, **engine_options)
+    try:
+        while (message := _receive_call(connection)) is not None:
+            fn, args = message
+            try:
+                connection.send(("ok", _in_transaction(engine, fn, args, {})))
+            except Exception as e:
+                detail = f"{type(e).__name__}: {getattr(e, 'orig', None) or e}"[:1000]
+                connection.send(("bad" if is_bad_data(e) else "error", detail))
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass
+    finally:
+        engine.dispose()
+
+
+def _receive_call(connection: Connection) -> tuple[Callable[..., Any], tuple] | None:
+    message = connection.recv()
+    if message is None:
+        return None
+    fn, args = message
+    rebuilt = []
+    for arg in args:
+        if isinstance(arg, _Slices):
+            items: list[Any] = []
+            for _ in range(arg.count):
+                items.extend(connection.recv())
+            arg = arg.kind(items)
+        rebuilt.append(arg)
+    return fn, tuple(rebuilt)
+
+
+class ProcessDatabasePool(Service):
+    """A named service running database work in a child process on ``url`` (see the module's docstring).
+
+    ``engine_options`` go to :func:`~ctid.adapters.store.engine.make_engine`
+    in the child.  Work submitted while the service is not running fails with
+    :class:`~ctid.adapters.store.pool.DatabasePoolStopped`.
+    """
+
+    def __init__(self, url: str, reactor: Any, name: str = "records-db", engine_options: dict[str, Any] | None = None,
+                 timeout: float = 120.0):
+        self.setName(name)
+        self.url = url
+        self.engine_options = dict(engine_options or {})
+        self.timeout = timeout
+        self._reactor = reactor
+        self.threadpool: ThreadPool | None = None
+        self._child: Any = None
+        self._connection: Connection | None = None
+
+    def startService(self) -> None:
+        """Start the pool's thread; the child process is started by the first call, off the reactor."""
+        self.threadpool = ThreadPool(1, 1, name=f"ctid-{self.name}")
+        self.threadpool.start()
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        """Stop taking work; fires once the work submitted is done and the child has exited."""
+        super().stopService()
+        threadpool, self.threadpool = self.threadpool, None
+        if threadpool is None:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+
+        def stop() -> None:
+            try:
+                threadpool.stop()
+                self._stop_child()
+            except BaseException:
+                self._reactor.callFromThread(done.errback, Failure())
+            else:
+                self._reactor.callFromThread(done.callback, None)
+
+        threading.Thread(target=stop, name=f"ctid-{self.name}-stop").start()
+        return done
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """Fire with ``fn(connection, *args)`` run in a transaction in the child process."""
+        if not self.running or self.threadpool is None:
+            return fail(DatabasePoolStopped(f"database pool {self.name!r} is not running"))
+        return deferToThreadPool(self._reactor, self.threadpool, self._call, fn, args)
+
+    @property
+    def child_pid(self) -> int | None:
+        """The child process's id while it runs (None before the first call or after it exited)."""
+        child = self._child
+        return child.pid if child is not None and child.is_alive() else None
+
+    # -- on the pool's thread -----------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., Any], args: tuple) -> Any:
+        connection = self._ensure_child()
+        try:
+            self._send_call(connection, fn, args)
+            if not connection.poll(self.timeout):
+                raise RemoteDatabaseError(f"no answer from the {self.name} process in {self.timeout:.0f} s")
+            status, value = connection.recv()
+        except (EOFError, OSError, RemoteDatabaseError) as e:
+            self._kill_child()
+            if isinstance(e, RemoteDatabaseError):
+                raise
+            raise RemoteDatabaseError(f"the {self.name} process went away: {e!r}") from None
+        if status == "ok":
+            return value
+        raise (RemoteBadData if status == "bad" else RemoteDatabaseError)(value)
+
+    @staticmethod
+    def _send_call(connection: Connection, fn: Callable[..., Any], args: tuple) -> None:
+        slices = []
+        sent = []
+        for arg in args:
+            if type(arg) in (list, tuple) and len(arg) > SLICE:
+                parts = [arg[i:i + SLICE] for i in range(0, len(arg), SLICE)]
+                slices.extend(parts)
+                arg = _Slices(len(parts), type(arg))
+            sent.append(arg)
+        connection.send((fn, tuple(sent)))
+        for part in slices:
+            connection.send(part)
+
+    def _ensure_child(self) -> Connection:
+        if self._child is not None and self._child.is_alive() and self._connection is not None:
+            return self._connection
+        self._kill_child()
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        child = context.Process(target=_serve, args=(theirs, self.url, self.engine_options), name=f"ctid-{self.name}",
+                                daemon=True)
+        child.start()
+        theirs.close()
+        self._child, self._connection = child, ours
+        log.info("database process {name} started (pid {pid})", name=self.name, pid=child.pid)
+        return ours
+
+    def _stop_child(self) -> None:
+        child, connection = self._child, self._connection
+        if child is None or connection is None:
+            return
+        try:
+            connection.send(None)
+        except OSError:
+            pass
+        child.join(self.timeout)
+        self._kill_child()
+
+    def _kill_child(self) -> None:
+        child, connection, self._child, self._connection = self._child, self._connection, None, None
+        if connection is not None:
+            connection.close()
+        if child is not None:
+            if child.is_alive():
+                child.kill()
+            child.join(5)
