@@ -221,6 +221,7 @@ class ClientProcess(ProcessProtocol):
         return waiting
 
     def outReceived(self, data: bytes) -> None:
+        sys.stderr.write(f"DEBUG {data!r}\n")
         self._buffer += data
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)

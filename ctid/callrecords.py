@@ -9,7 +9,12 @@ while the center acts.  So it sees, per call: queued (``enqueue``, and an
 (``offer``), answered (``answer``), given back to the queue after a ring
 with no answer or an unreachable phone (``requeue``), moved to another
 queue (``overflow``), sent out of the queue by a route rule (``external``)
-or left by the caller (``abandon``).
+or left by the caller (``abandon``).  A call waiting past its queue's
+``max_wait`` is recorded when it happens (``timeout``; the center calls
+:meth:`CallRecorder.expired` through its ``on_expired`` hook), and what the
+overflow rule then did with it — another queue (``overflow``), out of the
+queue (``external``), or nothing (it waits on) — right after, in the same
+turn of the reactor.
 
 The call record is written when the call ends — or, when an agent
 handled it, when the agent's wrap-up ends, so ``wrap_up_s`` is known.
@@ -92,6 +97,8 @@ class CallRecorder:
             board.subscribe(self.agent_record)
         if agents is not None:
             agents.on_wrap_up_done = self._wrap_up_done
+        if center is not None:
+            center.on_expired.append(self.expired)
 
     # -- the call model ---------------------------------------------------------------------------------
 
@@ -267,6 +274,20 @@ class CallRecorder:
         elif trigger in ("lock", "offer_cancelled") and queued.answered_by is None:
             self._queue_event("requeue", call_id, queued, record.at, agent_id=record.agent_id,
                               detail="no answer" if trigger == "lock" else "offer withdrawn")
+
+    @guarded
+    def expired(self, call_id: str, queue: str) -> None:
+        """The center's hook: ``call_id`` waited in ``queue`` past its ``max_wait``; its route rule acts next."""
+        call = self._calls.get(call_id)
+        if call is None or call.queued is None:
+            return
+        self._queue_event("timeout", call_id, call.queued, self.clock.seconds(), detail=f"max_wait of {queue}")
+        self.clock.callLater(0, self._after_expiry, call_id)
+
+    @guarded
+    def _after_expiry(self, call_id: str) -> None:
+        if call_id in self._calls:
+            self._follow_queue(call_id)
 
     def _position(self, queue: str) -> int | None:
         acd = getattr(self.center, "acd", None)

@@ -70,7 +70,7 @@ ANNOUNCE_CONTEXT = "ctid-announce"
 IVR_CONTEXT = "ctid-ivr"
 VOICEMAIL_CONTEXT = "ctid-voicemail"
 HIDDEN_VARIABLES = frozenset({"CTID_PARKED", "CTID_TARGET", "CTID_RING", "CTID_FLOW", "CTID_MAILBOX",
-                              "CTID_CALLBACK"})
+                              "CTID_CALLBACK", "CTID_SURVEY"})
 #: Seconds after queueing before the first announcement; longest an announcement may hold a call.
 FIRST_ANNOUNCEMENT = 2.0
 ANNOUNCEMENT_LIMIT = 90.0
@@ -113,6 +113,8 @@ class CallCenter(Service):
         self.by_channel: dict[str, str] = {}  # waiting caller's channel name -> call id
         self.mailboxes: dict[str, tuple[str, str, str]] = {}  # channel name -> (call id, caller, mailbox)
         self.flows_run: dict[str, set[str]] = {}  # call id -> IVR flows a route rule already sent it to
+        #: The survey flow callers go to when their agent hangs up (CTID_SURVEY=1 at delivery); None: no survey.
+        self.survey_flow: str | None = None
         self.customers = customers
         self.lookup_timeout = lookup_timeout
         self.tick_interval = tick_interval
@@ -122,6 +124,7 @@ class CallCenter(Service):
         self.ring_time = ring_time
         self.clock = clock
         self.deliveries: dict[str, Delivery] = {}
+        self.on_expired: list[Callable[[str, str], None]] = []  # (call id, queue): it waited past max_wait
         self.direct: dict[str, tuple[str, str]] = {}  # agent's channel uniqueid -> (agent_id, call_id)
         self._handlers = {
             VariableSet: self._on_variable,
@@ -162,6 +165,8 @@ class CallCenter(Service):
         delivery = self.deliveries.get(waiting.call_id)
         if delivery is None:
             return
+        for hook in self.on_expired:
+            hook(waiting.call_id, waiting.queue)
         route = self._situation(delivery, "overflow")
         if route is not None and route.kind != "queue":
             self._leave_queue(delivery, route)
@@ -354,6 +359,9 @@ class CallCenter(Service):
     async def _redirect(self, channel: str, station: str) -> None:
         await self.pbx.set_variable(channel, "CTID_TARGET", station)
         await self.pbx.set_variable(channel, "CTID_RING", str(self.ring_time))
+        if self.survey_flow is not None:  # ctid-answered sends the caller to it when the agent hangs up
+            await self.pbx.set_variable(channel, "CTID_SURVEY", "1")
+            await self.pbx.set_variable(channel, "CTID_FLOW", self.survey_flow)
         await self.pbx.redirect(channel, DELIVER_CONTEXT, "s")
 
     def _redirect_failed(self, failure: Failure, delivery: Delivery) -> None:
@@ -479,6 +487,8 @@ class CallCenter(Service):
         if delivery.answered_at is not None and agent_id is not None:
             self.acd.call_completed(delivery.waiting.queue, event.at - delivery.answered_at)
             self._signal(self.board.call_ended, delivery)
+            return
+        if delivery.answered_at is not None:  # served, then handed on (the survey): nobody to release
             return
         self.acd.abandon(event.call_id)
         if agent_id is not None:

@@ -30,4 +30,6 @@ def install_recording(root: MultiService, config: Any, model: Any, board: Any, c
         return "ivr" in root.namedServices and name in root.getServiceNamed("ivr").library.flows
 
     survey = SurveyDesk(settings, model, board, center, pbx, desk, flow_loaded)
+    if settings.survey == "after_every_call":
+        center.survey_flow = settings.survey_flow
     return recorder, access, survey

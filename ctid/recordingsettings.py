@@ -151,6 +151,6 @@ RECORDING_SCHEMA = {
     "download_endpoint": _endpoint,
     "download_url": _url,
     "token_lifetime": _seconds,
-    "survey": _choice("off", "on_command"),
+    "survey": _choice("off", "on_command", "after_every_call"),
     "survey_flow": _flow,
 }

@@ -42,6 +42,8 @@ class RecordSink(Protocol):
 class Clock(Protocol):
     def seconds(self) -> float: ...
 
+    def callLater(self, delay: float, fn: Callable[..., Any], *args: Any) -> Any: ...
+
 
 def guarded(method: _F) -> _F:
     """Run a subscriber so that its failure is logged instead of reaching the publisher."""

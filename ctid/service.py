@@ -28,6 +28,7 @@ from ctid.callcontrol import CallControl
 from ctid.callcontroldial import CallOrigination
 from ctid.calls import CallLogger, CallModel
 from ctid.center import CallCenter
+from ctid.conference import ConferenceCalls
 from ctid.config import ACDSettings, Config
 from ctid.desk import AgentDesk
 from ctid.ivr.call import IVRHooks
@@ -133,6 +134,8 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
         center.on_voice_message = records.voice_message
     transfers = CallTransfers(desk, model, board, center, pbx, reactor, queues=config.acd.queues, records=records)
     dispatcher.register("BridgeEnter", transfers.bridge_entered)  # a transferred call's new agent answered
+    conferences = ConferenceCalls(desk, model, board, center, pbx, reactor, transfers, records=records)  # AG-3
+    dispatcher.register("BridgeEnter", conferences.bridge_entered)
     if config.reports.schedule:
         MonthlyReportService(pool, config.reports, reactor, schema=schema).setServiceParent(root)
     cti = CTIServerService(serverFromString(reactor, config.cti.endpoint), CTIServerFactory(

@@ -1,11 +1,13 @@
 """The satisfaction survey (满意度调查, AG-5): the caller rates the service after talking to an agent.
 
-The agent hands the caller over with the ``Survey`` command (instead of
-hanging up: a caller whose agent hangs up is hung up by the switch, Dial
-having no ``g`` option in ``ctid-deliver``).  ctid sets ``CTID_FLOW`` (the
-``survey_flow``, conf/ivr/survey.yaml) on the caller's channel and redirects
-it to ``ctid-ivr``; the agent's leg ends with the redirect and the agent
-goes to wrap-up (``CallCenter.hand_over``).  The flow thanks the caller,
+The agent hands the caller over with the ``Survey`` command: ctid sets
+``CTID_FLOW`` (the ``survey_flow``, conf/ivr/survey.yaml) on the caller's
+channel and redirects it to ``ctid-ivr``; the agent's leg ends with the
+redirect and the agent goes to wrap-up (``CallCenter.hand_over``).  With
+``survey = after_every_call`` the call center also sets ``CTID_SURVEY=1``
+and ``CTID_FLOW`` at delivery; when the agent hangs up, Dial's ``g`` option
+lets the caller go on to ``ctid-answered``, which marks
+``CTID_SURVEY=started`` (ctid adopts the caller here) and runs the flow.  The flow thanks the caller,
 then stores the key pressed (1..5) as ``CTID_SATISFACTION`` on the channel
 — the call record keeps it (:mod:`ctid.callrecords`) — and ctid hangs the
 caller up; a caller who presses nothing hears goodbye and is hung up (or,
@@ -77,7 +79,7 @@ class SurveyDesk:
             raise CTIError("in_survey", "the caller is already in the survey")
         survey = self.surveys[leg.uniqueid] = Survey(call_id, leg.name, agent_id)
         if self.center is not None:  # the agent is done (wrap-up); the caller, parked again, is not queued
-            self.center.hand_over(call_id, None, leg.name)
+            self.center.hand_over(call_id, None, leg.name, answered=True)
         try:
             await self.pbx.set_variable(leg.name, "CTID_FLOW", self.settings.survey_flow)
             await self.pbx.redirect(leg.name, IVR_CONTEXT, "s")
@@ -95,9 +97,22 @@ class SurveyDesk:
             self.surveys.pop(event.uniqueid, None)
         elif isinstance(event, VariableSet) and event.uniqueid in self.surveys:
             self._variable(self.surveys[event.uniqueid], event)
+        elif isinstance(event, VariableSet) and event.name == "CTID_SURVEY" and event.value == "started":
+            self._adopt(event)
         elif isinstance(event, CallEnded):
             for uniqueid in [u for u, s in self.surveys.items() if s.call_id == event.call_id]:
                 del self.surveys[uniqueid]
+
+    def _adopt(self, event: VariableSet) -> None:
+        """The dialplan sent a served caller to the survey (its agent hung up; ``after_every_call``)."""
+        delivery = self.center.deliveries.get(event.call_id) if self.center is not None else None
+        channel = self.model.channels.get(event.uniqueid)
+        if delivery is None or delivery.answered_at is None or channel is None:
+            return  # not a call an agent served (a route rule's IVR target, say): not ours
+        self.surveys[event.uniqueid] = Survey(event.call_id, channel.name, delivery.agent_id)
+        self.center.hand_over(event.call_id, None, channel.name, answered=True)
+        log.info("call {call_id}: agent {agent} hung up; caller {channel} sent to the survey", call_id=event.call_id,
+                 agent=delivery.agent_id, channel=channel.name)
 
     def _variable(self, survey: Survey, event: VariableSet) -> None:
         if event.name == "CTID_SATISFACTION" and event.value.isdigit() and 1 <= int(event.value) <= 5:

@@ -53,7 +53,8 @@ def test_environment_reader_takes_any_lines(lines):
         except AGIProtocolError:
             return
         if env is not None:
-            env.script, env.query, env.args, env.channel, env.uniqueid, env.callerid, env.dnid, env.language
+            seen = (env.script, env.query, env.args, env.channel, env.uniqueid, env.callerid, env.dnid, env.language)
+            assert len(seen) == 8
             return
 
 

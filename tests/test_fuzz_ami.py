@@ -22,14 +22,14 @@ _STREAM = st.lists(st.one_of(_PIECES, st.binary(max_size=40)), max_size=40).map(
 
 def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:])]
+    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
 
 
 def _touch(message) -> None:
     """Every read accessor of a parsed message works on whatever was parsed."""
-    message.pairs, message.text, message.body, message.event, message.response, message.action_id
-    message.as_dict()
-    message.get("Event"), message.getall("Variable"), "ActionID" in message, repr(message)
+    seen = (message.pairs, message.text, message.body, message.event, message.response, message.action_id,
+            message.as_dict(), message.get("Event"), message.getall("Variable"), "ActionID" in message, repr(message))
+    assert isinstance(seen[0], list)
 
 
 @FUZZ

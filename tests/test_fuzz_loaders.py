@@ -8,8 +8,9 @@ import pathlib
 import shutil
 import tempfile
 
+import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ctid import config
@@ -17,6 +18,7 @@ from ctid.ivr.loader import load_library
 from ctid.ivr.model import FlowError
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FLOWS = settings(FUZZ, max_examples=40)  # each example reads the prompt manifest (pure-Python YAML)
 CONF = pathlib.Path(__file__).resolve().parent.parent / "conf"
 MANIFEST = str(CONF / "prompts" / "manifest.yaml")
 
@@ -61,8 +63,22 @@ def test_any_text_gives_a_config_or_a_config_error(text):
     _parse(text)
 
 
-def _bank_flows() -> dict[str, object]:
-    return {path.name: yaml.safe_load(path.read_text()) for path in (CONF / "ivr").glob("*.yaml")}
+#: A small valid flow (the bank's first nodes) as the base the damage tests start from: loading it is fast.
+SMALL_FLOW = {
+    "flow": "small", "languages": ["zh", "en"], "start": "language", "agent": "agent",
+    "nodes": {
+        "language": {"type": "input", "prompt": "choose-language", "store": "language_key", "min": 1, "max": 1,
+                     "terminator": "", "timeout": 3000, "retries": 0, "next": "language_choice", "on_fail": "main"},
+        "language_choice": {"type": "branch", "var": "language_key", "cases": {"1": "chinese", "2": "english",
+                                                                               "0": "agent"}, "default": "chinese"},
+        "chinese": {"type": "set", "values": {"language": "zh"}, "next": "main"},
+        "english": {"type": "set", "values": {"language": "en"}, "next": "main"},
+        "main": {"type": "menu", "prompt": "main-menu", "invalid": "invalid-choice",
+                 "choices": {"1": "trouble", "0": "agent"}},
+        "trouble": {"type": "prompt", "prompt": "bank-unavailable", "next": "main"},
+        "agent": {"type": "transfer", "prompt": "transferring-to-agent"},
+    },
+}
 
 
 _YAML_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=12),
@@ -97,16 +113,33 @@ def _load(files: dict[str, str]) -> None:
         shutil.rmtree(folder)
 
 
-@FUZZ
-@given(st.sampled_from(sorted(_bank_flows())), st.lists(st.integers(0, 50), max_size=6), _YAML)
-def test_a_damaged_bank_flow_gives_a_flow_error(name, path, replacement):
-    """The bank's real flows with one value replaced by anything: a library or a one-line FlowError."""
-    flows = _bank_flows()
-    flows[name] = _mutate(flows[name], path, replacement)
-    _load({file: yaml.safe_dump(data, allow_unicode=True) for file, data in flows.items()})
+@FLOWS
+@given(st.lists(st.integers(0, 50), max_size=5), _YAML)
+def test_a_damaged_flow_gives_a_flow_error(path, replacement):
+    """A valid flow with one value anywhere replaced by anything: a library or a one-line FlowError."""
+    damaged = _mutate(SMALL_FLOW, path, replacement)
+    assume(isinstance(damaged, dict))
+    _load({"small.yaml": yaml.safe_dump(damaged, allow_unicode=True)})
 
 
-@FUZZ
+def test_the_undamaged_flow_loads():
+    """The damage tests start from a valid flow."""
+    _load({"small.yaml": yaml.safe_dump(SMALL_FLOW)})
+
+
+def test_a_flow_whose_agent_is_not_a_name_gives_a_flow_error():
+    """``agent: []`` (found by fuzzing) is refused with a FlowError like ``start: []`` is."""
+    folder = tempfile.mkdtemp(prefix="ctid-fuzz-flows-")
+    try:
+        with open(os.path.join(folder, "small.yaml"), "w", encoding="utf-8") as f:
+            f.write(yaml.safe_dump(dict(SMALL_FLOW, agent=[])))
+        with pytest.raises(FlowError, match="agent: expected a node name"):
+            load_library(folder, MANIFEST)
+    finally:
+        shutil.rmtree(folder)
+
+
+@FLOWS
 @given(st.text(max_size=300))
 def test_any_text_as_a_flow_file_gives_a_flow_error(text):
     """Arbitrary text (YAML or not, tags, anchors) as the only flow file: a FlowError."""

@@ -105,7 +105,7 @@ def test_park_redirect_deliver_answered_exact_sequence(sim):
     ]
     dial = rec.of("DialEnd")[0]
     assert dial.get("DialStatus") == "ANSWER" and dial.get("DestChannel") == agent
-    assert rec.of("Newexten", Channel="PJSIP/trunk-00000000")[0].get("AppData") == "PJSIP/1001,15"
+    assert rec.of("Newexten", Channel="PJSIP/trunk-00000000")[0].get("AppData") == "PJSIP/1001,15,g"
     assert rec.of("Newstate", Channel=agent)[0].get("ChannelStateDesc") == "Ringing"
 
 
@@ -225,8 +225,9 @@ def test_shipped_conf_file_is_the_simulated_dialplan():
     assert set(shipped.contexts) == set(embedded.contexts) >= {"ctid-in", "ctid-wait", "ctid-deliver"}
     for name, extensions in embedded.contexts.items():
         assert {k: v.steps for k, v in shipped.contexts[name].items()} == {k: v.steps for k, v in extensions.items()}
-    assert embedded.find("ctid-deliver", "s", 1) == ("Dial", "${CTID_TARGET},${CTID_RING}")
-    assert embedded.find("ctid-deliver", "s", 2) == ("UserEvent", "CtidDeliveryFailed,Dialstatus: ${DIALSTATUS}")
+    assert embedded.find("ctid-deliver", "s", 1) == ("Dial", "${CTID_TARGET},${CTID_RING},g")
+    assert embedded.find("ctid-deliver", "s", 2) == ("Goto", "ctid-dialed,${DIALSTATUS},1")
+    assert embedded.find("ctid-dialed", "NOANSWER", 1) == ("UserEvent", "CtidDeliveryFailed,Dialstatus: ${DIALSTATUS}")
 
 
 @pytest.mark.parametrize("pattern,exten,expected", [
@@ -324,3 +325,18 @@ def test_chanspy_ends_with_the_spyee_when_asked(sim):
     order = [(e.name, e.get("Channel") or e.get("SpyerChannel")) for e in rec.events]
     assert order.index(("ChanSpyStop", spyer)) < order.index(("Hangup", spyer))
     assert world.channels == {}
+
+
+def test_agent_hanging_up_leaves_the_caller_to_ctid_dialed_and_hangs_it_up(sim):
+    """Dial's g option: the agent hangs up, the caller goes on to ctid-dialed ANSWER → ctid-answered → Hangup."""
+    world, clock, rec = sim
+    caller = inbound_call(world, "13800138000", "95566")
+    advance(clock, 2)
+    deliver(world, caller, "PJSIP/1001")
+    advance(clock, 3)
+    agent = next(chan for chan in world.channels.values() if chan.name.startswith("PJSIP/1001-"))
+    rec.clear()
+    world.hangup(agent)
+    advance(clock, 1)
+    contexts = [e.get("Context") for e in rec.of("Newexten", Channel=caller.name)]
+    assert contexts[-2:] == ["ctid-dialed", "ctid-answered"] and caller.dead

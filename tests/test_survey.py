@@ -66,3 +66,26 @@ async def test_survey_off_is_refused(tmp_path):
         await client.close()
     finally:
         await daemon.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_every_call_the_caller_whose_agent_hangs_up_rates_the_service(tmp_path):
+    """survey = after_every_call: the agent hangs up (ClearConnection); Dial's g option lets the caller go on to
+    ctid-answered and the survey; it presses 4: SurveyScored to the agent, the call record keeps 4."""
+    daemon = await recording_daemon(tmp_path, "survey = after_every_call", ivr=True, agi_script="queue",
+                                    talk_time="60 60", patience="60 60")
+    try:
+        switch = EventRecorder(daemon.world)
+        client, events = await desktop(daemon, "1002", ready=True)
+        trunk = daemon.call_in("13800138000", "95566", script="4", patience=60)
+        await daemon.until(lambda: agent_state(daemon, "1002") == "talking", "1002 to talk")
+        await client.call("ClearConnection")
+        await daemon.until(lambda: agent_state(daemon, "1002") != "talking", "the agent to be done")
+        record = await surveyed(daemon, trunk, switch)
+        assert (record["satisfaction"], record["agent_id"]) == (4, "1002")
+        assert [e.data for e in events if e.name == "SurveyScored"] == [{"call": trunk.linkedid, "score": 4}]
+        contexts = [e.get("Context") for e in switch.of("Newexten", Channel=trunk.name)]
+        assert "ctid-answered" in contexts and "ctid-ivr" in contexts
+        await client.close()
+    finally:
+        await daemon.stop()

@@ -87,6 +87,7 @@ class DialAttempt:
         self.answered_at = 0.0
         self.rang = False
         self.callee_left = ""
+        self.go_on = False  # Dial's g option
         self.early = ""
         self.transfer: Any = None
 
@@ -232,7 +233,7 @@ class DialAttempt:
         if self.transfer is not None:
             self.transfer.transferee_gone()
         world.set_var(caller, "DIALSTATUS", "ANSWER")
-        if caller.goto is not None or caller.moving is not None:
+        if caller.goto is not None or caller.moving is not None or (reason == "peer" and self.go_on):
             return 0
         caller.hangupcause = caller.hangupcause or cause or 16
         return -1
@@ -295,7 +296,7 @@ def local_bridge(world: World, one: Channel, two: Channel) -> None:
 
 @application("Dial")
 async def app_dial(world: World, chan: Channel, data: str) -> int:
-    """Dial(target[,timeout[,options]]): one target; options are ignored."""
+    """Dial(target[,timeout[,options]]): one target; of the options only ``g`` (go on when the callee hangs up)."""
     args = split_args(data)
     for name in RESET_VARS:
         world.set_var(chan, name, "")
@@ -306,7 +307,9 @@ async def app_dial(world: World, chan: Channel, data: str) -> int:
         except ValueError:
             timeout = None
     target = Target(args[0] if args else "")
-    return await DialAttempt(world, chan, target, timeout).run()
+    attempt = DialAttempt(world, chan, target, timeout)
+    attempt.go_on = len(args) > 2 and "g" in args[2]
+    return await attempt.run()
 
 
 __all__ = ["DialAttempt", "Target", "app_dial", "bridge_block", "local_bridge", "request", "ring"]

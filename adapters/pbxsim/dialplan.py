@@ -61,9 +61,21 @@ exten => s,1,AGI(${CTID_AGI_HOST}/voicemail)
 
 [ctid-deliver]
 ; ctid sets CTID_TARGET (e.g. PJSIP/1001) and CTID_RING (seconds) first.
-exten => s,1,Dial(${CTID_TARGET},${CTID_RING})
- same => n,UserEvent(CtidDeliveryFailed,Dialstatus: ${DIALSTATUS})
+; g: the caller goes on when the agent hangs up (ANSWER in ctid-dialed).
+exten => s,1,Dial(${CTID_TARGET},${CTID_RING},g)
+ same => n,Goto(ctid-dialed,${DIALSTATUS},1)
+
+[ctid-dialed]
+; After ctid-deliver's Dial.  ANSWER: the agent hung up the call.
+exten => ANSWER,1,Goto(ctid-answered,s${CTID_SURVEY},1)
+exten => _[A-Z].,1,UserEvent(CtidDeliveryFailed,Dialstatus: ${DIALSTATUS})
  same => n,Goto(ctid-wait,s,1)
+
+[ctid-answered]
+; The agent hung up: the caller hangs up too, or (CTID_SURVEY=1) rates the service.
+exten => s,1,Hangup()
+exten => s1,1,Set(CTID_SURVEY=started)
+ same => n,Goto(ctid-ivr,s,1)
 
 [ctid-agents]
 ; A phone by extension (transfers and consultations: Local/1002@ctid-agents).

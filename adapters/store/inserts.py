@@ -6,13 +6,18 @@ A record's ``record_id`` is its primary key, and inserts skip ids already
 present (``INSERT … ON CONFLICT DO NOTHING`` on SQLite, ``ON DUPLICATE KEY
 UPDATE`` a no-op on MySQL), so a batch that committed but whose
 acknowledgement was lost can be sent again without doubling anything.
+
+Each table's INSERT is compiled once per set of columns and dialect and run
+with the driver's ``executemany`` (one call per table and batch; PyMySQL
+turns it into one multi-row INSERT), the values converted by the columns'
+own bind processors: no per-row SQLAlchemy statement work.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -20,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Numeric, String, Table, insert, select
 from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 
 from ctid.adapters.store.schema import metadata
@@ -32,44 +37,50 @@ _MYSQL_BAD_ROW_CODES = frozenset({3819, 4025})  # CHECK constraint violated (MyS
 
 @dataclass(frozen=True)
 class TableShape:
-    """What the writer needs to know about one record table: its columns and how to convert values."""
+    """What the writer needs to know about one record table: its columns and how to convert their values."""
 
     table: Table
     names: frozenset[str]
-    times: frozenset[str]
-    decimals: frozenset[str]
-    lengths: Mapping[str, int]
+    #: column -> the conversion of a value (not None) to what the database takes, before the dialect's own
+    converters: Mapping[str, Callable[[Any], Any]]
 
     @classmethod
     def of(cls, table: Table) -> TableShape:
-        """The shape of ``table``."""
-        columns = [c for c in table.columns if c.name != "record_id"]
-        return cls(table, frozenset(c.name for c in columns),
-                   frozenset(c.name for c in columns if isinstance(c.type, DateTime)),
-                   frozenset(c.name for c in columns if isinstance(c.type, Numeric)),
-                   {c.name: c.type.length for c in columns if isinstance(c.type, String) and c.type.length})
+        """The shape of ``table``: times as naive UTC datetimes, amounts as Decimals, long text cut, NaN as NULL."""
+        converters: dict[str, Callable[[Any], Any]] = {}
+        for column in table.columns:
+            if column.name == "record_id":
+                continue
+            if isinstance(column.type, DateTime):
+                converters[column.name] = _utc
+            elif isinstance(column.type, Numeric):
+                converters[column.name] = _decimal
+            elif isinstance(column.type, String) and column.type.length:
+                converters[column.name] = functools.partial(_cut, column.type.length)
+            else:
+                converters[column.name] = _finite
+        return cls(table, frozenset(converters), converters)
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         """Pickled by table name (for the writer's database process): the other side rebuilds it from the schema."""
         return shape_of_table, (self.table.name,)
 
     def to_db(self, record: Record) -> dict[str, Any]:
-        """``record``'s row as the database takes it: times as naive UTC datetimes, long text cut."""
+        """``record``'s row as the database takes it (see :meth:`of`)."""
         row: dict[str, Any] = {"record_id": record.id}
         for name, value in record.row.items():
-            if value is None:
-                row[name] = None
-            elif name in self.times:
-                row[name] = _utc(value)
-            elif name in self.decimals:
-                row[name] = _decimal(value)
-            elif isinstance(value, str) and name in self.lengths:
-                row[name] = value[:self.lengths[name]]
-            elif isinstance(value, float) and not math.isfinite(value):
-                row[name] = None
-            else:
-                row[name] = value
+            row[name] = None if value is None else self.converters[name](value)
         return row
+
+
+def _cut(length: int, value: Any) -> Any:
+    """Text longer than the column, cut to fit (other values as they are)."""
+    return value[:length] if isinstance(value, str) else value
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as NULL (other values as they are)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 @functools.cache
@@ -112,22 +123,74 @@ def _insert_ignoring_duplicates(dialect: str, table: Table) -> Any:
 
 def insert_records(connection: Connection, records: Sequence[Record], shapes: Mapping[str, TableShape]) -> int:
     """Insert ``records`` (in one transaction: the caller's); ids already present are skipped.  Returns len."""
-    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, tuple[str, ...]], list[Record]] = {}
     for record in records:
-        row = shapes[record.table].to_db(record)
-        groups.setdefault((record.table, tuple(row)), []).append(row)
-    dialect = connection.dialect.name
-    for (name, _), rows in groups.items():
-        table = shapes[name].table
-        statement = _insert_ignoring_duplicates(dialect, table)
-        if statement is None:  # another backend: leave out what is there, then insert
-            ids = [row["record_id"] for row in rows]
-            present = set(connection.scalars(select(table.c.record_id).where(table.c.record_id.in_(ids))))
-            rows = [row for row in rows if row["record_id"] not in present]
-            statement = insert(table)
+        groups.setdefault((record.table, tuple(record.row)), []).append(record)
+    dialect = connection.dialect
+    for (name, columns), group in groups.items():
+        shape = shapes[name]
+        compiled = _compiled(dialect, shape, columns)
+        if compiled is not None:
+            connection.exec_driver_sql(compiled.sql, compiled.parameters(group))
+            continue
+        rows = [shape.to_db(record) for record in group]  # another backend: leave out what is there, then insert
+        present = set(connection.scalars(select(shape.table.c.record_id).where(
+            shape.table.c.record_id.in_([row["record_id"] for row in rows]))))
+        rows = [row for row in rows if row["record_id"] not in present]
         if rows:
-            connection.execute(statement, rows)
+            connection.execute(insert(shape.table), rows)
     return len(records)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """An INSERT compiled once for one table, set of columns and dialect, run with the driver's executemany."""
+
+    sql: str
+    names: tuple[str, ...]  #: the row's columns, in the order the statement takes them after record_id
+    converters: tuple[Callable[[Any], Any], ...]  #: each column's conversion, the dialect's own included
+    positional: bool  #: parameters as tuples (else dicts by column name)
+
+    def parameters(self, records: list[Record]) -> list[Any]:
+        """``records`` as the driver takes them: each value converted as :meth:`TableShape.to_db` and SQLAlchemy would."""
+        pairs = tuple(zip(self.names, self.converters, strict=True))
+        values = [(record.id, *(None if (value := record.row[name]) is None else convert(value)
+                                for name, convert in pairs)) for record in records]
+        if self.positional:
+            return values
+        keys = ("record_id", *self.names)
+        return [dict(zip(keys, row, strict=True)) for row in values]
+
+
+_COMPILED: dict[tuple[str, str, str, tuple[str, ...]], _Compiled | None] = {}
+
+
+def _compiled(dialect: Dialect, shape: TableShape, columns: tuple[str, ...]) -> _Compiled | None:
+    """The idempotent INSERT of ``columns`` into ``shape``'s table for ``dialect``, compiled once; None: no syntax."""
+    table = shape.table
+    key = (dialect.name, str(dialect.paramstyle), table.name, columns)
+    if key not in _COMPILED:
+        statement = _insert_ignoring_duplicates(dialect.name, table)
+        if statement is None:
+            _COMPILED[key] = None
+        else:
+            compiled = statement.compile(dialect=dialect, column_keys=["record_id", *columns])
+            order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else (
+                "record_id", *columns)
+            if order[0] != "record_id":
+                raise AssertionError(f"unexpected parameter order {order}")
+            names = order[1:]
+            converters = tuple(_with_dialect(shape.converters[name], table.c[name].type.dialect_impl(
+                dialect).bind_processor(dialect)) for name in names)
+            _COMPILED[key] = _Compiled(compiled.string, names, converters, compiled.positional)
+    return _COMPILED[key]
+
+
+def _with_dialect(convert: Callable[[Any], Any], process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """``convert`` then the dialect's bind processor, when it has one."""
+    if process is None:
+        return convert
+    return lambda value: None if (converted := convert(value)) is None else process(converted)
 
 
 def replay_chunk(connection: Connection, path: str, offset: int, end: int, limit: int,

@@ -6,8 +6,9 @@ reactor needs, in slices of up to the interpreter's switch interval (5 ms),
 and the routing latency of the daemon shows it.  :class:`ProcessDatabasePool`
 has :class:`~ctid.adapters.store.pool.DatabasePool`'s API — ``run(fn, *args)``
 fires with ``fn(connection, *args)`` run in one transaction — but ``fn`` runs
-in a child process (started with ``spawn`` on first use, restarted after it
-died), with its own engine.  ``fn`` must be a module-level function and its
+in a child process (``python -m ctid.adapters.store.recordprocess``, started
+on first use and again after it died; it talks over a socket pair), with its
+own engine.  ``fn`` must be a module-level function and its
 arguments and result picklable.
 
 The parent's side is one thread: it pickles the call (long lists in slices
@@ -21,7 +22,10 @@ the child is killed).  Errors come back as :class:`RemoteBadData` (a
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -52,15 +56,9 @@ class RemoteBadData(ValueError):
     """The database refused the rows themselves (retrying the same rows cannot help)."""
 
 
-class _Slices:
-    """Stands for a long list argument, sent after the call in ``count`` slices."""
-
-    def __init__(self, count: int, kind: type):
-        self.count, self.kind = count, kind
-
-
-def _serve(connection: Connection, url: str, engine_options: dict[str, Any]) -> None:
-    """The child: run calls in transactions on its own engine until told to stop (None) or the pipe closes."""
+def _serve(connection: Connection) -> None:
+    """The child: take the engine's settings, then run calls in transactions until told to stop (None) or EOF."""
+    url, engine_options = connection.recv()
     engine = make_engine(url, **engine_options)
     try:
         while (message := _receive_call(connection)) is not None:
@@ -77,19 +75,18 @@ def _serve(connection: Connection, url: str, engine_options: dict[str, Any]) -> 
 
 
 def _receive_call(connection: Connection) -> tuple[Callable[..., Any], tuple] | None:
+    """One call: ``(fn, args, sliced)``, then the slices of the arguments ``sliced`` names (index → count, kind)."""
     message = connection.recv()
     if message is None:
         return None
-    fn, args = message
-    rebuilt = []
-    for arg in args:
-        if isinstance(arg, _Slices):
-            items: list[Any] = []
-            for _ in range(arg.count):
-                items.extend(connection.recv())
-            arg = arg.kind(items)
-        rebuilt.append(arg)
-    return fn, tuple(rebuilt)
+    fn, args, sliced = message
+    args = list(args)
+    for index, (count, kind) in sliced.items():
+        items: list[Any] = []
+        for _ in range(count):
+            items.extend(connection.recv())
+        args[index] = tuple(items) if kind == "tuple" else items
+    return fn, tuple(args)
 
 
 class ProcessDatabasePool(Service):
@@ -112,9 +109,10 @@ class ProcessDatabasePool(Service):
         self._connection: Connection | None = None
 
     def startService(self) -> None:
-        """Start the pool's thread; the child process is started by the first call, off the reactor."""
+        """Start the pool's thread, and the child process from it (off the reactor), ready for the first call."""
         self.threadpool = ThreadPool(1, 1, name=f"ctid-{self.name}")
         self.threadpool.start()
+        self.threadpool.callInThread(self._start_child)
         super().startService()
 
     def stopService(self) -> Deferred[None]:
@@ -147,7 +145,7 @@ class ProcessDatabasePool(Service):
     def child_pid(self) -> int | None:
         """The child process's id while it runs (None before the first call or after it exited)."""
         child = self._child
-        return child.pid if child is not None and child.is_alive() else None
+        return child.pid if child is not None and child.poll() is None else None
 
     # -- on the pool's thread -----------------------------------------------------------------------------
 
@@ -169,31 +167,41 @@ class ProcessDatabasePool(Service):
 
     @staticmethod
     def _send_call(connection: Connection, fn: Callable[..., Any], args: tuple) -> None:
-        slices = []
-        sent = []
-        for arg in args:
+        sliced: dict[int, tuple[int, str]] = {}
+        parts: list[Any] = []
+        sent = list(args)
+        for index, arg in enumerate(args):
             if type(arg) in (list, tuple) and len(arg) > SLICE:
-                parts = [arg[i:i + SLICE] for i in range(0, len(arg), SLICE)]
-                slices.extend(parts)
-                arg = _Slices(len(parts), type(arg))
-            sent.append(arg)
-        connection.send((fn, tuple(sent)))
-        for part in slices:
+                pieces = [arg[i:i + SLICE] for i in range(0, len(arg), SLICE)]
+                sliced[index] = (len(pieces), type(arg).__name__)
+                parts.extend(pieces)
+                sent[index] = None
+        connection.send((fn, tuple(sent), sliced))
+        for part in parts:
             connection.send(part)
 
+    def _start_child(self) -> None:
+        try:
+            self._ensure_child()
+        except OSError:
+            log.failure("could not start the database process {name} (the first call tries again)", name=self.name)
+
     def _ensure_child(self) -> Connection:
-        if self._child is not None and self._child.is_alive() and self._connection is not None:
+        if self._child is not None and self._child.poll() is None and self._connection is not None:
             return self._connection
         self._kill_child()
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe()
-        child = context.Process(target=_serve, args=(theirs, self.url, self.engine_options), name=f"ctid-{self.name}",
-                                daemon=True)
-        child.start()
-        theirs.close()
-        self._child, self._connection = child, ours
+        ours, theirs = socket.socketpair()
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
+        try:
+            child = subprocess.Popen([sys.executable, "-m", __name__, str(theirs.fileno())],
+                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=environment)
+        finally:
+            theirs.close()
+        connection = Connection(ours.detach())
+        connection.send((self.url, self.engine_options))
+        self._child, self._connection = child, connection
         log.info("database process {name} started (pid {pid})", name=self.name, pid=child.pid)
-        return ours
+        return connection
 
     def _stop_child(self) -> None:
         child, connection = self._child, self._connection
@@ -201,16 +209,19 @@ class ProcessDatabasePool(Service):
             return
         try:
             connection.send(None)
-        except OSError:
+            child.wait(self.timeout)
+        except (OSError, subprocess.TimeoutExpired):
             pass
-        child.join(self.timeout)
         self._kill_child()
 
     def _kill_child(self) -> None:
         child, connection, self._child, self._connection = self._child, self._connection, None, None
         if connection is not None:
             connection.close()
-        if child is not None:
-            if child.is_alive():
-                child.kill()
-            child.join(5)
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait(5)
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))

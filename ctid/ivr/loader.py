@@ -63,6 +63,8 @@ def load_flow(path: str, manifest: PromptManifest) -> tuple[Flow, list[str]]:
     for key in ("flow", "start"):
         if not isinstance(data.get(key), str) or not _NAME.match(data[key]):
             raise FlowError(path, f"{key}: expected a name")
+    if data.get("agent") is not None and (not isinstance(data["agent"], str) or not _NAME.match(data["agent"])):
+        raise FlowError(path, "agent: expected a node name")
     languages = data.get("languages", list(manifest.languages[:1]))
     if not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
         raise FlowError(path, "languages: expected a list such as [zh, en]")
