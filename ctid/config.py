@@ -34,7 +34,8 @@ from ctid.ivr.loader import load_library
 from ctid.ivr.model import FlowError, FlowLibrary
 from ctid.recordingsettings import RECORDING_SCHEMA, RecordingSettings
 from ctid.reportsettings import REPORT_SCHEMA, ReportSettings
-from ctid.routing import RouteError, RouteTable, load_routes
+from ctid.routeload import load_routes
+from ctid.routing import RouteError, RouteTable
 from ctid.waitpolicy import POLICY_KEYS, WaitPolicy
 
 

@@ -7,7 +7,7 @@ from ctid.acd import ACD, QueueConfig, WaitingCall
 from ctid.agents import AgentBoard
 from ctid.calls import CallModel
 from ctid.center import CallCenter, Delivery
-from ctid.routing import parse_routes
+from ctid.routeload import parse_routes
 
 ROUTES = """
 timezone = "Asia/Shanghai"

@@ -9,7 +9,7 @@ from ctid.callevents import CallStarted
 from ctid.callrecords import CallRecorder
 from ctid.calls import CallModel
 from ctid.center import CallCenter, Delivery
-from ctid.routing import parse_routes
+from ctid.routeload import parse_routes
 
 ROUTES = """
 timezone = "Asia/Shanghai"

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctid.routing import STATES, CallFacts, Route, RouteError, RouteTable, load_routes, parse_routes
+from ctid.routeload import load_routes, parse_routes
+from ctid.routing import STATES, CallFacts, Route, RouteError, RouteTable
 
 SH = ZoneInfo("Asia/Shanghai")
 UTC = dt.UTC

@@ -152,7 +152,7 @@ class _Compiled:
     positional: bool  #: parameters as tuples (else dicts by column name)
 
     def parameters(self, records: list[Record]) -> list[Any]:
-        """``records`` as the driver takes them: each value converted as :meth:`TableShape.to_db` and SQLAlchemy would."""
+        """``records`` as the driver takes them: converted as :meth:`TableShape.to_db`, then as SQLAlchemy does."""
         pairs = tuple(zip(self.names, self.converters, strict=True))
         values = [(record.id, *(None if (value := record.row[name]) is None else convert(value)
                                 for name, convert in pairs)) for record in records]
@@ -175,15 +175,21 @@ def _compiled(dialect: Dialect, shape: TableShape, columns: tuple[str, ...]) -> 
             _COMPILED[key] = None
         else:
             compiled = statement.compile(dialect=dialect, column_keys=["record_id", *columns])
-            order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else (
-                "record_id", *columns)
-            if order[0] != "record_id":
-                raise AssertionError(f"unexpected parameter order {order}")
-            names = order[1:]
-            converters = tuple(_with_dialect(shape.converters[name], table.c[name].type.dialect_impl(
-                dialect).bind_processor(dialect)) for name in names)
+            # Statements list a table's columns in its order, and every record table's first one is record_id.
+            names = tuple(compiled.positiontup)[1:] if compiled.positional else columns
+            converters = tuple(_sqlite_time if dialect.name == "sqlite" and shape.converters[name] is _utc else
+                               _with_dialect(shape.converters[name],
+                                             table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+                               for name in names)
             _COMPILED[key] = _Compiled(compiled.string, names, converters, compiled.positional)
     return _COMPILED[key]
+
+
+def _sqlite_time(value: Any) -> str:
+    """A time as SQLAlchemy stores it in SQLite (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC), made in one step from epoch s."""
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC).isoformat(" ", "microseconds")[:26]
+    return _utc(value).isoformat(" ", "microseconds")
 
 
 def _with_dialect(convert: Callable[[Any], Any], process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
