@@ -6,7 +6,7 @@ import json
 
 import pytest
 import pytest_twisted
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
@@ -15,7 +15,9 @@ from twisted.protocols.portforward import ProxyFactory
 
 from ctid.adapters.store import migrate
 from ctid.adapters.store.engine import make_engine
-from ctid.adapters.store.pool import DatabasePool, ThreadlessDatabasePool
+from ctid.adapters.store.inserts import is_bad_data
+from ctid.adapters.store.pool import DatabasePool, DatabasePoolStopped, ThreadlessDatabasePool
+from ctid.adapters.store.recordprocess import ProcessDatabasePool, RemoteBadData, RemoteDatabaseError
 from ctid.adapters.store.schema import audit_log, queue_events
 from ctid.adapters.store.spool import Record, encode
 from ctid.adapters.store.testing import MySQLUnavailable, mysql_required, temporary_mysql_database
@@ -248,17 +250,22 @@ def mysql_url():
         pytest.skip(str(e))
 
 
+@pytest.mark.parametrize("kind", ["thread", "process"])
 @pytest_twisted.ensureDeferred
-async def test_mariadb_cut_mid_traffic_loses_nothing_doubles_nothing_keeps_order(mysql_url, tmp_path):
-    """Records keep coming while the link to MariaDB is cut and restored: every one arrives once, in order."""
+async def test_mariadb_cut_mid_traffic_loses_nothing_doubles_nothing_keeps_order(mysql_url, tmp_path, kind):
+    """Records keep coming while the link to MariaDB is cut and restored: every one arrives once, in order.
+
+    Both with the database work on a thread and in the writer's database process (the daemon's).
+    """
     from sqlalchemy.engine import make_url
 
     target = make_url(mysql_url)
     proxy = CutProxy(target.host, target.port or 3306)
     proxy.start()
     url = target.set(host="127.0.0.1", port=proxy.number)
-    pool = DatabasePool(make_engine(url, pool_size=2, connect_timeout=2, read_timeout=5, write_timeout=5),
-                        reactor, name="records", max_threads=2)
+    options = dict(pool_size=2, connect_timeout=2, read_timeout=5, write_timeout=5)
+    pool = (DatabasePool(make_engine(url, **options), reactor, name="records", max_threads=2) if kind == "thread" else
+            ProcessDatabasePool(url.render_as_string(hide_password=False), reactor, engine_options=options))
     writer = RecordWriter(pool, str(tmp_path / "records.spool"), reactor, batch_size=20, flush_interval=0.02,
                           retry_initial=0.05, retry_max=0.2)
     writer.startService()
@@ -307,3 +314,81 @@ async def test_stopping_waits_for_the_batch_in_flight(sqlite_url, tmp_path):
     assert details(sqlite_url) == [f"n{n}" for n in range(25)] and writer.stats().spooled == 0
     assert not pool.running
 
+
+
+# --- the writer's database process ---------------------------------------------------------------
+
+
+def process_id(connection, number: int) -> tuple[int, int]:
+    """Run in the pool: (this process's id, ``number`` + rows in audit_log)."""
+    import os
+
+    return os.getpid(), number + connection.scalar(select(func.count()).select_from(audit_log))
+
+
+def insert_bad_row(connection) -> None:
+    """Run in the pool: an audit row without its required columns (refused by the database)."""
+    connection.execute(audit_log.insert().values(record_id="bad"))
+
+
+def echo_lengths(connection, items: list, pairs: tuple) -> tuple[int, int, str, str]:
+    """Run in the pool: what arrived of two long arguments (sent in slices)."""
+    return len(items), len(pairs), type(items).__name__, type(pairs).__name__
+
+
+@pytest_twisted.ensureDeferred
+async def test_process_pool_runs_work_in_a_child_process_and_restarts_it(sqlite_url):
+    """Work runs in another process, long arguments arrive whole, a killed child is replaced by the next call."""
+    import os
+    import signal
+
+    pool = ProcessDatabasePool(sqlite_url, reactor)
+    pool.startService()
+    try:
+        pid, value = await pool.run(process_id, 5)
+        assert pid != os.getpid() and value == 5 and pool.child_pid == pid
+        assert await pool.run(echo_lengths, list(range(1000)), tuple(range(130))) == (1000, 130, "list", "tuple")
+        os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: pool.child_pid is None)
+        with pytest.raises(RemoteDatabaseError):
+            await pool.run(process_id, 0)
+        new_pid, _ = await pool.run(process_id, 0)
+        assert new_pid not in (pid, os.getpid())
+    finally:
+        await pool.stopService()
+    assert pool.child_pid is None
+    with pytest.raises(DatabasePoolStopped):
+        await pool.run(process_id, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_process_pool_tells_bad_rows_from_an_unreachable_database(sqlite_url, tmp_path):
+    """A refused row comes back as bad data (set aside by the writer); a database that cannot open, as an outage."""
+    pool = ProcessDatabasePool(sqlite_url, reactor)
+    unreachable = ProcessDatabasePool(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}", reactor)
+    pool.startService()
+    unreachable.startService()
+    try:
+        with pytest.raises(RemoteBadData) as bad:
+            await pool.run(insert_bad_row)
+        assert is_bad_data(bad.value) and "IntegrityError" in str(bad.value)
+        with pytest.raises(RemoteDatabaseError) as down:
+            await unreachable.run(process_id, 0)
+        assert not is_bad_data(down.value)
+    finally:
+        await pool.stopService()
+        await unreachable.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_writer_with_its_database_process_writes_everything_in_order(sqlite_url, tmp_path):
+    """The daemon's arrangement: records written behind by the child process, all of them, in order, once."""
+    writer = RecordWriter(ProcessDatabasePool(sqlite_url, reactor), str(tmp_path / "records.spool"), reactor,
+                          batch_size=100, flush_interval=0.05)
+    writer.startService()
+    for n in range(1000):
+        writer.write("audit_log", audit(n))
+    await wait_until(lambda: writer.stats().written == 1000)
+    await writer.stopService()
+    assert details(sqlite_url) == [f"n{n}" for n in range(1000)]
+    assert writer.stats().spooled == 0
