@@ -326,6 +326,13 @@ def process_id(connection, number: int) -> tuple[int, int]:
     return os.getpid(), number + connection.scalar(select(func.count()).select_from(audit_log))
 
 
+def die(connection) -> None:
+    """Run in the pool: the child process dies in the middle of the work."""
+    import os
+
+    os._exit(3)
+
+
 def insert_bad_row(connection) -> None:
     """Run in the pool: an audit row without its required columns (refused by the database)."""
     connection.execute(audit_log.insert().values(record_id="bad"))
@@ -338,7 +345,7 @@ def echo_lengths(connection, items: list, pairs: tuple) -> tuple[int, int, str, 
 
 @pytest_twisted.ensureDeferred
 async def test_process_pool_runs_work_in_a_child_process_and_restarts_it(sqlite_url):
-    """Work runs in another process, long arguments arrive whole, a killed child is replaced by the next call."""
+    """Work runs in another process, long arguments arrive whole; a dead child fails its call and is replaced."""
     import os
     import signal
 
@@ -350,10 +357,12 @@ async def test_process_pool_runs_work_in_a_child_process_and_restarts_it(sqlite_
         assert await pool.run(echo_lengths, list(range(1000)), tuple(range(130))) == (1000, 130, "list", "tuple")
         os.kill(pid, signal.SIGKILL)
         await wait_until(lambda: pool.child_pid is None)
-        with pytest.raises(RemoteDatabaseError):
-            await pool.run(process_id, 0)
-        new_pid, _ = await pool.run(process_id, 0)
-        assert new_pid not in (pid, os.getpid())
+        second, _ = await pool.run(process_id, 0)
+        assert second not in (pid, os.getpid())
+        with pytest.raises(RemoteDatabaseError, match="went away"):
+            await pool.run(die)
+        third, _ = await pool.run(process_id, 0)
+        assert third not in (pid, second)
     finally:
         await pool.stopService()
     assert pool.child_pid is None
