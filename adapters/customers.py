@@ -93,8 +93,8 @@ def _profile(connection: Connection, match, matched_by: str, contacts: int) -> C
     row = rows[0]
     accounts = sorted((_KIND_ORDER.get(r.kind, 9), r.last4) for r in rows if r.last4 is not None)
     return CustomerProfile(customer_id=row.customer_id, name=row.name, segment=row.segment, city=row.city,
-                           language=row.language, accounts=[mask_number(last4) for _, last4 in accounts],
-                           contacts=_contacts(connection, row.customer_id, contacts) if contacts else (),
+                           language=row.language, accounts=tuple(mask_number(last4) for _, last4 in accounts),
+                           contacts=tuple(_contacts(connection, row.customer_id, contacts)) if contacts else (),
                            notes=row.notes, matched_by=matched_by)
 
 
@@ -205,7 +205,7 @@ class SQLCustomers:
 
     def _matches(self, caller, account_last4, customer_id, account_number) -> list[tuple[str, object]]:
         """The well-formed keys of a lookup, as selects of customer ids, in the order they are tried."""
-        matches = []
+        matches: list[tuple[str, object]] = []
         if isinstance(customer_id, str) and 0 < len(customer_id) <= _MAX_ID:
             c = customers.c
             matches.append(("customer_id", select(c.customer_id).where(c.customer_id == customer_id)))

@@ -69,11 +69,11 @@ def hash_password(password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = 
 def verify_password(password: str, stored: str) -> bool:
     """True when ``password`` matches ``stored`` (from :func:`hash_password`); False for any malformed hash."""
     try:
-        scheme, n, r, p, salt, expected = stored.split("$")
-        n, r, p = int(n), int(r), int(p)
+        scheme, n_text, r_text, p_text, salt_text, expected_text = stored.split("$")
+        n, r, p = int(n_text), int(r_text), int(p_text)
         if scheme != "scrypt" or not (2 <= n <= _MAX_N and 1 <= r <= 32 and 1 <= p <= 16):
             return False
-        salt, expected = base64.b64decode(salt, validate=True), base64.b64decode(expected, validate=True)
+        salt, expected = base64.b64decode(salt_text, validate=True), base64.b64decode(expected_text, validate=True)
         return hmac.compare_digest(_scrypt(password, salt, n, r, p), expected)
     except ValueError:  # malformed hash, bad base64, n not a power of 2
         return False
@@ -100,9 +100,9 @@ def _get(connection: Connection, agent_id: str):
 def _authenticate(connection: Connection, agent_id: str, password: str) -> Identity:
     """In a pool thread: the Identity, or AuthenticationError — after exactly one scrypt either way."""
     row = _get(connection, agent_id) if 0 < len(agent_id) <= _MAX_ID else None
-    dummy = row is None or not row.password_hash
-    ok = verify_password(password, DUMMY_HASH if dummy else row.password_hash)
-    if dummy or not ok:
+    stored = row.password_hash if row is not None and row.password_hash else None
+    ok = verify_password(password, stored or DUMMY_HASH)
+    if row is None or stored is None or not ok:
         raise AuthenticationError("bad_credentials")
     if not row.enabled:
         raise AuthenticationError("disabled")

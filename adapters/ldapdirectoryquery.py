@@ -173,7 +173,7 @@ class LDAPQuery:
         certificate = x509.load_der_x509_certificate(der)
         try:
             if self._is_ip(self.host):
-                verify_certificate_ip_address(certificate, ipaddress.ip_address(self.host))
+                verify_certificate_ip_address(certificate, self.host)
             else:
                 verify_certificate_hostname(certificate, self.host)
         except VerificationError:

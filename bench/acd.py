@@ -73,7 +73,8 @@ from ctid.acd import ACD, STRATEGIES, AgentInfo, CityTable, Offer, PriorityRule,
 from ctid.adapters.asterisk import AsteriskPBX  # noqa: E402
 from ctid.agents import AgentBoard  # noqa: E402
 from ctid.calls import CallModel  # noqa: E402
-from ctid.center import CallCenter, Delivery  # noqa: E402
+from ctid.center import CallCenter  # noqa: E402
+from ctid.delivery import Delivery  # noqa: E402
 from ctid.logs import JSONLogService  # noqa: E402
 from ctid.protocols.ami import AMIProtocol, EventDispatcher  # noqa: E402
 

@@ -45,6 +45,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, ProcessProtocol
 from twisted.protocols.basic import LineOnlyReceiver
 
+from ctid.protocols.fastagi import write_now
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOW = """
 flow: bench
@@ -88,8 +90,10 @@ class FakeAsterisk(LineOnlyReceiver):
         pool = self.factory
         pool.opened += 1
         n = pool.opened
-        self.transport.write(b"agi_network_script: bench\nagi_channel: PJSIP/trunk-%08x\nagi_uniqueid: %d.0\n"
-                             b"agi_callerid: 13800138000\nagi_dnid: 95566\n\n" % (n, n))
+        self.socket = self.transport.getHandle()
+        env = (b"agi_network_script: bench\nagi_channel: PJSIP/trunk-%08x\nagi_uniqueid: %d.0\n"
+               b"agi_callerid: 13800138000\nagi_dnid: 95566\n\n" % (n, n))
+        write_now(self.socket, self.transport, env)
 
     def lineReceived(self, line: bytes) -> None:
         pool = self.factory
@@ -104,7 +108,7 @@ class FakeAsterisk(LineOnlyReceiver):
 
     def reply(self, line: bytes) -> None:
         answer = b"200 result=1\n" if line.startswith((b"GET DATA", b"HANGUP", b"SET")) else b"200 result=0\n"
-        self.transport.write(answer)
+        write_now(self.socket, self.transport, answer)
         # After GET DATA the flow asks the bank: that gap is the bank's, not a command's overhead.
         self.replied = None if line.startswith(b"GET DATA") else time.perf_counter()
 
@@ -221,7 +225,6 @@ class ClientProcess(ProcessProtocol):
         return waiting
 
     def outReceived(self, data: bytes) -> None:
-        sys.stderr.write(f"DEBUG {data!r}\n")
         self._buffer += data
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)

@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -74,7 +74,11 @@ class _WatchedEndpoint:
 
     def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
         connecting = self._endpoint.connect(_LossWatchFactory(factory, self._on_lost))
-        return connecting.addCallback(lambda watch: watch.wrappedProtocol)
+        return connecting.addCallback(_wrapped_protocol)
+
+
+def _wrapped_protocol(watch: IProtocol) -> IProtocol:
+    return cast(_LossWatch, watch).wrappedProtocol  # what _LossWatchFactory builds
 
 
 class AgentConsole:

@@ -355,11 +355,12 @@ class AgentBoard:
         target = TRANSITIONS.get((old, trigger))
         if target is None:
             raise AgentStateError(refusal(old, trigger), f"agent {agent.agent_id} is {old.value}: cannot {trigger}")
-        new = target
         if target is AFTER_CALL:
             new = after_call(agent.pending)
             if agent.pending is not None:
                 reason, forced_by = agent.pending.reason, agent.pending.forced_by
+        else:
+            new = target
         now = self._clock.seconds()
         record_call = call_id or agent.call_id
         account(agent.stats, old, new, trigger, now)
@@ -383,7 +384,8 @@ class AgentBoard:
         del self._states[old][agent.agent_id]
         self._states[new][agent.agent_id] = agent
         if old is _WU:
-            agent._wrap_timer = _cancel(agent._wrap_timer)
+            _cancel(agent._wrap_timer)
+            agent._wrap_timer = None
         if new is _OUT:
             del self._stations[agent.station]
             agent.off_hook = agent.not_hung_up = False
@@ -411,7 +413,8 @@ class AgentBoard:
         if waiting and agent._hook_timer is None:
             agent._hook_timer = self._clock.callLater(self.not_hung_up_after, self._not_hung_up, agent)
         elif not waiting:
-            agent._hook_timer = _cancel(agent._hook_timer)
+            _cancel(agent._hook_timer)
+            agent._hook_timer = None
 
     @_delivers
     def _not_hung_up(self, agent: Agent) -> None:
@@ -446,7 +449,7 @@ class AgentBoard:
 
 
 def _cancel(timer: Any) -> None:
-    """Cancel ``timer`` (an ``IDelayedCall`` or ``None``) if it is still pending; always ``None``."""
+    """Cancel ``timer`` (an ``IDelayedCall`` or ``None``) if it is still pending."""
     if timer is not None and timer.active():
         timer.cancel()
 

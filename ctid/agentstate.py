@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = [
     "AFTER_CALL",
@@ -63,7 +64,7 @@ class _Next(enum.Enum):
 
 
 #: Table target: READY, or the pending next state (see :func:`after_call`).
-AFTER_CALL = _Next.AFTER_CALL
+AFTER_CALL: Final = _Next.AFTER_CALL
 
 _OUT, _RDY, _NR, _RES, _RNG, _TLK, _HLD, _WU, _LCK = AgentState
 #: A call is being offered to or handled by the agent: a pause waits for the call to end.

@@ -38,7 +38,7 @@ from ctid.agents import Agent, AgentBoard, AgentState, AgentStateError, AgentTra
 from ctid.callcontrolargs import data_arg, digits_arg, far_party, flag_arg, leg_on, stations_on, text_arg
 from ctid.callevents import UP, Call, Channel, LegRemoved
 from ctid.calls import CallModel
-from ctid.center import HIDDEN_VARIABLES
+from ctid.contexts import HIDDEN_VARIABLES
 from ctid.customers import redact
 from ctid.interfaces import IPBX, PBXError
 from ctid.protocols.amiwire import Message

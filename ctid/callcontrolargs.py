@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from ctid.callevents import Call, Channel
 from ctid.protocols.ctiapi import CTIError
@@ -57,6 +57,14 @@ def far_party(channels: Mapping[str, Channel], bridges: Mapping[str, Any], leg: 
 def stations_on(call: Call) -> list[str]:
     """The devices of the call's live legs, in order, without repeats."""
     return list(dict.fromkeys(device_of(channel.name) for channel in call.channels.values()))
+
+
+@overload
+def text_arg(args: Mapping[str, Any], name: str, required: Literal[True] = True, limit: int = 128) -> str: ...
+
+
+@overload
+def text_arg(args: Mapping[str, Any], name: str, required: bool, limit: int = 128) -> str | None: ...
 
 
 def text_arg(args: Mapping[str, Any], name: str, required: bool = True, limit: int = 128) -> str | None:

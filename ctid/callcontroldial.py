@@ -28,7 +28,8 @@ from ctid.agents import Agent, AgentState, AgentStateError
 from ctid.callcontrol import CallControl
 from ctid.callcontrolargs import device_of, extension_of, number_arg, text_arg
 from ctid.callevents import CallEnded, LegAdded, OriginateFailed
-from ctid.center import DELIVER_CONTEXT, OUT_CONTEXT, CallCenter
+from ctid.center import CallCenter
+from ctid.contexts import DELIVER_CONTEXT, OUT_CONTEXT
 from ctid.customers import redact
 from ctid.interfaces import PBXError
 from ctid.protocols.ctiapi import CommandRouter, CTIError, CTISession

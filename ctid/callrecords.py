@@ -20,7 +20,9 @@ The call record is written when the call ends — or, when an agent
 handled it, when the agent's wrap-up ends, so ``wrap_up_s`` is known.
 IVR flows may set ``CTID_IVR_PATH`` (nodes visited, ``>`` between) and
 ``CTID_SATISFACTION`` (1..5) on the caller's channel; ``CTID_CUSTOMER``
-names the customer.  DTMF digits are never recorded (they may be PINs).
+names the customer.  The agent classifies the call (``category``, see
+:mod:`ctid.wrapup`) while handling it or in its wrap-up, before the record
+is written.  DTMF digits are never recorded (they may be PINs).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class _Call:
     variables: dict[str, str] = field(default_factory=dict)
     queued: _Queued | None = None
     recordings: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+    category: str | None = None  # the agent's wrap-up classification
 
 
 def _device(channel: str) -> str:
@@ -218,12 +221,29 @@ class CallRecorder:
             "abandoned": queued is not None and not agent_answered and not queued.left,
             "transfers": len(snapshot.transfers) if snapshot is not None else 0,
             "satisfaction": int(satisfaction) if satisfaction.isdigit() and 1 <= int(satisfaction) <= 5 else None,
+            "category": call.category,
         }
 
     def _wrap_up_done(self, call_id: str, agent_id: str, seconds: float) -> None:
         row = self._after_wrap_up.pop((call_id, agent_id), None)
         if row is not None:
             self.sink.write("call_records", row | {"wrap_up_s": seconds})
+
+    def categorize(self, agent_id: str, category: str) -> str | None:
+        """Set the wrap-up category of ``agent_id``'s last call; returns its id (None: no call to classify).
+
+        The last call is the one in wrap-up (its record is written when the
+        wrap-up ends), else the queued call the agent is handling now.
+        """
+        for (call_id, agent), row in reversed(self._after_wrap_up.items()):
+            if agent == agent_id:
+                row["category"] = category
+                return call_id
+        for call_id, call in reversed(self._calls.items()):
+            if call.queued is not None and call.queued.answered_by == agent_id:
+                call.category = category
+                return call_id
+        return None
 
     def close(self) -> None:
         """Write the call records still waiting for a wrap-up to end."""

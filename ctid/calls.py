@@ -277,14 +277,14 @@ class CallModel(CallSync):
 
     def _on_hold(self, event: AMIEvent) -> None:
         channel, call = self._leg(event)
-        if channel is not None and not channel.on_hold:
+        if channel is not None and call is not None and not channel.on_hold:
             channel.on_hold = True
             self._publish(CallHeld(call.linkedid, channel.uniqueid))
             self._sync_hold(call)
 
     def _on_unhold(self, event: AMIEvent) -> None:
         channel, call = self._leg(event)
-        if channel is not None and channel.on_hold:
+        if channel is not None and call is not None and channel.on_hold:
             channel.on_hold = False
             self._publish(CallRetrieved(call.linkedid, channel.uniqueid))
             self._sync_hold(call)
@@ -309,7 +309,7 @@ class CallModel(CallSync):
             return
         digit = event.get("Digit") or ""
         channel, call = self._leg(event)
-        if channel is None or not digit or channel.in_ivr:
+        if channel is None or call is None or not digit or channel.in_ivr:
             return  # keys typed into ctid's IVR (card numbers, passwords) are not the model's to keep
         channel.dtmf = (channel.dtmf + digit)[-DTMF_KEEP:]
         call.dtmf = (call.dtmf + digit)[-DTMF_KEEP:]
@@ -319,7 +319,7 @@ class CallModel(CallSync):
         if event.get("UserEvent") != "CtidDeliveryFailed":
             return
         channel, call = self._leg(event)
-        if channel is not None:
+        if channel is not None and call is not None:
             self._publish(DeliveryFailed(call.linkedid, channel.uniqueid, event.get("Dialstatus")))
 
     def _on_originate_response(self, event: AMIEvent) -> None:
@@ -336,7 +336,7 @@ class CallModel(CallSync):
 
     def _on_queue_join(self, event: AMIEvent) -> None:
         channel, call = self._leg(event)
-        if channel is None:
+        if channel is None or call is None:
             return
         call.queue = event.get("Queue")
         self._transition(call, "queue_join")
@@ -350,7 +350,7 @@ class CallModel(CallSync):
 
     def _queue_left(self, event: AMIEvent, abandoned: bool) -> None:
         channel, call = self._leg(event)
-        if channel is None:
+        if channel is None or call is None:
             return
         call.abandoned = call.abandoned or abandoned
         if call.state is CallState.QUEUED:
@@ -359,13 +359,13 @@ class CallModel(CallSync):
 
     def _on_confbridge_join(self, event: AMIEvent) -> None:
         channel, call = self._leg(event)
-        if channel is not None:
+        if channel is not None and call is not None:
             channel.conference = call.conference = event.get("Conference")
             self._publish(ConferenceJoined(call.linkedid, channel.uniqueid, channel.conference))
 
     def _on_confbridge_leave(self, event: AMIEvent) -> None:
         channel, call = self._leg(event)
-        if channel is not None:
+        if channel is not None and call is not None:
             channel.conference = None
             if not any(leg.conference for leg in call.channels.values()):
                 call.conference = None
@@ -373,7 +373,7 @@ class CallModel(CallSync):
 
     def _on_mixmonitor_start(self, event: AMIEvent) -> None:
         channel, call = self._leg(event)
-        if channel is None:
+        if channel is None or call is None:
             return
         channel.recording = True
         filename = channel.variables.get("MIXMONITOR_FILENAME")
@@ -382,7 +382,7 @@ class CallModel(CallSync):
 
     def _on_mixmonitor_stop(self, event: AMIEvent) -> None:
         channel, call = self._leg(event)
-        if channel is None:
+        if channel is None or call is None:
             return
         channel.recording = False
         filename = channel.variables.get("MIXMONITOR_FILENAME")

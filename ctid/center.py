@@ -31,13 +31,11 @@ Pure coordination: no sockets, no SQL; the switch is reached through IPBX.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -45,7 +43,7 @@ from twisted.python.failure import Failure
 from ctid.acd import ACD, AgentInfo, Offer, WaitingCall
 from ctid.agents import AgentBoard
 from ctid.agentstate import AgentRecord, AgentStateError
-from ctid.announce import VoiceMessage, WaitInfo
+from ctid.announce import VoiceMessage
 from ctid.calls import (
     CallAnswered,
     CallEnded,
@@ -56,44 +54,23 @@ from ctid.calls import (
     OriginateFailed,
     VariableSet,
 )
+from ctid.contexts import (
+    DELIVER_CONTEXT,
+    HIDDEN_VARIABLES,
+    IVR_CONTEXT,
+    OUT_CONTEXT,
+    VOICEMAIL_CONTEXT,
+)
 from ctid.customers import CustomerProfile, redact
+from ctid.delivery import Delivery
 from ctid.interfaces import IPBX, ICustomerDirectory
 from ctid.routing import CallFacts, Route, RouteTable
 from ctid.waitpolicy import WaitPolicy
+from ctid.waitroom import FIRST_ANNOUNCEMENT, WaitingRoom
 
 log = Logger()
 
-DELIVER_CONTEXT = "ctid-deliver"
-OUT_CONTEXT = "ctid-out"
-WAIT_CONTEXT = "ctid-wait"
-ANNOUNCE_CONTEXT = "ctid-announce"
-IVR_CONTEXT = "ctid-ivr"
-VOICEMAIL_CONTEXT = "ctid-voicemail"
-HIDDEN_VARIABLES = frozenset({"CTID_PARKED", "CTID_TARGET", "CTID_RING", "CTID_FLOW", "CTID_MAILBOX",
-                              "CTID_CALLBACK", "CTID_SURVEY"})
-#: Seconds after queueing before the first announcement; longest an announcement may hold a call.
-FIRST_ANNOUNCEMENT = 2.0
-ANNOUNCEMENT_LIMIT = 90.0
-
-
-@dataclass
-class Delivery:
-    """A call from the moment it is queued until it ends."""
-
-    waiting: WaitingCall
-    channel: str | None
-    agent_id: str | None = None
-    answered_at: float | None = None
-    #: An announcement is playing (``ctid-announce``); a delivery waits for it to end.
-    announcing: bool = False
-    held_station: str | None = None
-    timer: IDelayedCall | None = None
-    #: Virtual hold: the number to call back, and the tries so far.
-    callback: str | None = None
-    attempts: int = 0
-
-
-class CallCenter(Service):
+class CallCenter(WaitingRoom, Service):
     """Couples the call model, the agent board and the ACD, and drives the switch.
 
     While running it ticks the ACD every ``tick_interval`` seconds so calls
@@ -512,144 +489,6 @@ class CallCenter(Service):
         if delivery.timer is not None and delivery.timer.active():
             delivery.timer.cancel()
         delivery.timer = None
-
-    # -- waiting callers: announcements, voice messages, call-backs (virtual hold) ---------------------------
-
-    def _plan_announcement(self, delivery: Delivery, delay: float | None = None) -> None:
-        policy = self.wait_policy(delivery.waiting.queue)
-        if not policy.announce_every or delivery.channel is None:
-            return
-        self._cancel_timer(delivery)
-        delivery.timer = self.clock.callLater(policy.announce_every if delay is None else delay,
-                                              self._announce, delivery)
-
-    def _announce(self, delivery: Delivery) -> None:
-        delivery.timer = None
-        if delivery.agent_id is not None or delivery.channel is None or self.acd.call(delivery.waiting.call_id) \
-                is None:
-            return
-        delivery.announcing = True
-        delivery.timer = self.clock.callLater(ANNOUNCEMENT_LIMIT, self.announcement_over, delivery.waiting.call_id)
-        self.pbx.redirect(delivery.channel, ANNOUNCE_CONTEXT, "s").addErrback(
-            lambda failure: self.announcement_over(delivery.waiting.call_id))
-
-    def waiting_info(self, channel: str) -> WaitInfo | None:
-        """For the ``wait`` script: the waiting call on ``channel``, its place and estimated wait."""
-        call_id = self.by_channel.get(channel)
-        delivery = self.deliveries.get(call_id) if call_id is not None else None
-        position = self.acd.position(call_id) if call_id is not None else None
-        if delivery is None or position is None:
-            return None
-        queue = delivery.waiting.queue
-        return WaitInfo(call_id, delivery.waiting.caller, queue, position, self.acd.estimated_wait(call_id),
-                        self.wait_policy(queue))
-
-    def agent_ready(self, call_id: str) -> bool:
-        """Whether an agent is already reserved for ``call_id`` (the announcement stops)."""
-        delivery = self.deliveries.get(call_id)
-        return delivery is not None and delivery.agent_id is not None
-
-    def announcement_over(self, call_id: str) -> None:
-        """The caller is back from ``ctid-announce``: on to the reserved agent, or wait for the next one."""
-        delivery = self.deliveries.get(call_id)
-        if delivery is None or not delivery.announcing:
-            return
-        delivery.announcing = False
-        self._cancel_timer(delivery)
-        station, delivery.held_station = delivery.held_station, None
-        if station is not None and delivery.agent_id is not None and delivery.channel is not None:
-            self._send_to_agent(delivery, station)
-        elif delivery.agent_id is None and delivery.callback is None:
-            self._plan_announcement(delivery)
-
-    def message_left(self, message: VoiceMessage) -> None:
-        """A caller left a voice message: it leaves its queue; the message goes to the records."""
-        delivery = self.deliveries.get(message.call_id)
-        if delivery is not None and delivery.agent_id is None:
-            self._forget(delivery)
-            self.acd.abandon(message.call_id)
-        if self.on_voice_message is not None:
-            self.on_voice_message(message)
-
-    def mailbox_of(self, channel: str) -> tuple[str, str, str] | None:
-        """For the ``voicemail`` script: (call id, caller, mailbox) a route rule sent ``channel`` to."""
-        return self.mailboxes.pop(channel, None)
-
-    def call_back(self, call_id: str, number: str) -> bool:
-        """Book a call-back to ``number`` for a waiting call (it keeps its place); False if it cannot."""
-        delivery = self.deliveries.get(call_id)
-        if delivery is None or delivery.agent_id is not None or self.acd.call(call_id) is None \
-                or not self.wait_policy(delivery.waiting.queue).offer_callback:
-            return False
-        delivery.callback = number
-        log.info("call {call_id}: call-back to {number} booked at place {position} in {queue}", call_id=call_id,
-                 number=number, position=self.acd.position(call_id), queue=delivery.waiting.queue)
-        return True
-
-    def _place_callback(self, delivery: Delivery, offer: Offer) -> None:
-        """The booked call's turn came: reserve the agent, then ring the customer (``Local/…@ctid-out``)."""
-        waiting, number = delivery.waiting, delivery.callback
-        assert number is not None
-        delivery.attempts += 1
-        old_id = waiting.call_id
-        new_id = f"ctid-cb-{old_id}-{delivery.attempts}"
-        try:
-            self.board.reserve(offer.agent_id, new_id)
-        except AgentStateError as e:
-            log.warn("agent {agent} could not take call-back {call_id}: {error}", agent=offer.agent_id,
-                     call_id=old_id, error=e.message)
-            self._requeue(delivery)
-            return
-        del self.deliveries[old_id]
-        waiting.call_id = new_id
-        self.deliveries[new_id] = delivery
-        delivery.agent_id = offer.agent_id
-        Deferred.fromCoroutine(self._pop(offer.agent_id, offer)).addErrback(
-            lambda failure: log.failure("screen pop for call-back {call_id} failed", failure, call_id=new_id))
-        log.info("call-back {call_id}: agent {agent} reserved, calling {number} (try {attempt})", call_id=new_id,
-                 agent=offer.agent_id, number=number, attempt=delivery.attempts)
-        ring = self.wait_policy(waiting.queue).callback_ring
-        self.pbx.originate(f"Local/{number}@{OUT_CONTEXT}/n", context=WAIT_CONTEXT, exten="s", caller_id=number,
-                           timeout=ring, variables={"CTID_CALLBACK": old_id}, channel_id=new_id).addErrback(
-            lambda failure: self._callback_failed(delivery, failure.getErrorMessage()))
-
-    def _callback_answered(self, delivery: Delivery, uniqueid: str) -> None:
-        """The customer answered the call-back and is parked: on to the reserved agent."""
-        channel = self.model.channels.get(uniqueid)
-        if channel is None or delivery.agent_id is None:
-            return
-        delivery.channel, delivery.callback = channel.name, None
-        self.by_channel[channel.name] = delivery.waiting.call_id
-        log.info("call-back {call_id}: the customer answered; ringing agent {agent}",
-                 call_id=delivery.waiting.call_id, agent=delivery.agent_id)
-        self._send_to_agent(delivery, self.board.get(delivery.agent_id).station)
-
-    def _on_originate_failed(self, event: OriginateFailed) -> None:
-        delivery = self.deliveries.get(event.uniqueid or "")
-        if delivery is not None and delivery.callback is not None and delivery.agent_id is not None:
-            self._callback_failed(delivery, f"no answer (reason {event.reason})")
-
-    def _callback_failed(self, delivery: Delivery, why: str) -> None:
-        """The customer was not reached: release the agent; try again later, or give up."""
-        agent_id, delivery.agent_id = delivery.agent_id, None
-        if agent_id is None:
-            return
-        call_id = delivery.waiting.call_id
-        self._release(agent_id, call_id)
-        policy = self.wait_policy(delivery.waiting.queue)
-        if delivery.attempts >= policy.callback_attempts:
-            self._forget(delivery)
-            log.warn("call-back {call_id} to {number} given up after {attempts} tries: {why}", call_id=call_id,
-                     number=delivery.callback, attempts=delivery.attempts, why=why)
-            return
-        log.info("call-back {call_id} to {number} failed ({why}); next try in {retry:.0f}s", call_id=call_id,
-                 number=delivery.callback, why=why, retry=policy.callback_retry)
-        delivery.timer = self.clock.callLater(policy.callback_retry, self._retry_callback, delivery)
-
-    def _retry_callback(self, delivery: Delivery) -> None:
-        delivery.timer = None
-        if self.deliveries.get(delivery.waiting.call_id) is delivery:
-            self._requeue(delivery)
 
     # -- calls moving between agents and queues (ctid/transfers.py) ----------------------------------------
 

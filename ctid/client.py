@@ -125,10 +125,10 @@ class CTIClient:
         """
         if self._service is not None:
             return fail(RuntimeError("CTIClient.connect called twice"))
-        if isinstance(endpoint, str):
-            endpoint = clientFromString(self.reactor, endpoint)
+        target: IStreamClientEndpoint = (clientFromString(self.reactor, endpoint) if isinstance(endpoint, str)
+                                         else endpoint)
         self._closing, self.ended = False, None
-        self._service = ClientService(LossTolerantEndpoint(endpoint), _ConnectionFactory(self),
+        self._service = ClientService(LossTolerantEndpoint(target), _ConnectionFactory(self),
                                       retryPolicy=self._policy, clock=self.clock, prepareConnection=self._prepare)
         self._service.startService()
         return Deferred.fromCoroutine(self._first_connection(self._service, fail_after))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -108,6 +108,9 @@ class CTIConnection(Protocol):
     :class:`CTIConnectionLost` when the connection closes.
     """
 
+    #: A TCP or TLS connection (``Protocol`` declares only an optional ``ITransport``, without ``abortConnection``).
+    transport: ITCPTransport
+
     def __init__(self, clock: IReactorTime, *, on_event: Callable[[Event], None] | None = None,
                  on_notice: Callable[[CTIError], None] | None = None, request_timeout: float = 10.0,
                  max_line: int = DEFAULT_MAX_LINE):
@@ -174,6 +177,7 @@ class CTIConnection(Protocol):
         if pending.timer.active():
             pending.timer.cancel()
         if response.ok:
+            assert response.result is not None
             pending.deferred.callback(response.result)
         else:
             assert response.error is not None

@@ -37,8 +37,9 @@ from ctid.agents import Agent, AgentBoard
 from ctid.agentstate import AgentStateError
 from ctid.callevents import ConferenceJoined, ConferenceLeft, OriginateFailed
 from ctid.calls import CallModel, LegRemoved
-from ctid.center import OUT_CONTEXT, CallCenter
+from ctid.center import CallCenter
 from ctid.conference_parties import AGENT, CUSTOMER, NUMBER, Conference, Party
+from ctid.contexts import OUT_CONTEXT
 from ctid.interfaces import IPBX, PBXError
 from ctid.protocols.ctiapi import CTIError, CTISession
 from ctid.transfers_calls import (

@@ -32,6 +32,7 @@ from ctid.adapters.ldapdirectoryconfig import (
 from ctid.adapters.pbxsim.settings import SettingsError, SimulatorSettings
 from ctid.ivr.loader import load_library
 from ctid.ivr.model import FlowError, FlowLibrary
+from ctid.ivr.tts import VOICES, missing_programs
 from ctid.recordingsettings import RECORDING_SCHEMA, RecordingSettings
 from ctid.reportsettings import REPORT_SCHEMA, ReportSettings
 from ctid.routeload import load_routes
@@ -163,6 +164,9 @@ class IVRSettings:
     default_language: str = "zh"
     operation_timeout: float = 10.0
     voice_dir: str = "/var/spool/asterisk/ctid-voice"
+    tts: str = "none"
+    tts_directory: str = "var/tts"
+    tts_timeout: float = 10.0
     library: FlowLibrary | None = None
 
 
@@ -447,7 +451,8 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     "reports": REPORT_SCHEMA,
     "recording": RECORDING_SCHEMA,
     "ivr": {"flows": _text, "prompts": _required, "default_language": _required,
-            "operation_timeout": _positive(float), "voice_dir": _required},
+            "operation_timeout": _positive(float), "voice_dir": _required, "tts": _choice("none", "espeak"),
+            "tts_directory": _required, "tts_timeout": _positive(float)},
     "directory": DIRECTORY_SCHEMA,
     "corebank": {"enabled": _bool, "backend": _corebank_backend, "database": _database_url,
                  "database_threads": _positive(int), "sandbox_account_key": _key, "session_minutes": _positive(float),
@@ -517,11 +522,16 @@ QUEUE_SCHEMA: dict[str, Callable[[str], Any]] = {
 def _ivr(path: str, values: dict[str, Any]) -> IVRSettings:
     """[ivr]: load and validate the flows and the prompt manifest (paths relative to the configuration's folder)."""
     settings = IVRSettings(**values)
+    missing = missing_programs() if settings.tts == "espeak" else []
+    if missing:
+        raise ConfigError(f"{path}: [ivr] tts: espeak needs {' and '.join(missing)} (Debian: apt-get install "
+                          "espeak-ng sox), or set tts = none")
     if not settings.flows:
         return settings
     folder = os.path.dirname(path)
+    speech = frozenset(VOICES) if settings.tts == "espeak" else frozenset()
     try:
-        library = load_library(os.path.join(folder, settings.flows), os.path.join(folder, settings.prompts))
+        library = load_library(os.path.join(folder, settings.flows), os.path.join(folder, settings.prompts), speech)
     except FlowError as e:
         raise ConfigError(f"{path}: [ivr] flows: {e}") from None
     if settings.default_language not in library.manifest.languages:

@@ -174,6 +174,8 @@ COMMANDS: dict[str, Command] = {
     "retrieve": Command("RetrieveCall", _fixed(), "", "take the current call off hold"),
     "dtmf": Command("SendDTMF", _word("digits"), "<digits>", "send DTMF digits to the other party"),
     "data": Command("SetCallData", _call_data, "CTID_KEY=value", "attach data to the current call"),
+    "category": Command("SetCallCategory", _word("category"), "<category>",
+                        "classify your call (talking or in wrap-up): consultation, complaint, transaction …"),
     "dial": Command("MakeCall", _word("to"), "<number>", "call a number (your phone rings first)"),
     "call-agent": Command("MakeCall", _word("agent"), "<agent>", "call another agent"),
     "pickup": Command("PickupCall", _word("agent"), "<agent>", "take the call ringing at that agent's seat"),

@@ -96,7 +96,9 @@ def format_agent(agent: Mapping[str, Any], tz: tzinfo | None = None) -> str:
 
 def format_login(result: Mapping[str, Any], tz: tzinfo | None = None) -> str:
     """The Login snapshot: the agent, roles, skills and calls."""
-    agent = result.get("agent") if isinstance(result.get("agent"), Mapping) else {}
+    agent = result.get("agent")
+    if not isinstance(agent, Mapping):
+        agent = {}
     parts = [format_agent(agent, tz)]
     if result.get("roles"):
         parts.append("roles " + ", ".join(map(str, result["roles"])))

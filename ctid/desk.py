@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
@@ -35,12 +35,20 @@ from ctid.agentstate import AgentRecord, AgentStateError, AgentTransition
 from ctid.directory import AuthenticationError, DirectoryError
 from ctid.interfaces import IDirectory
 from ctid.loginguard import LoginGuard, TooManyAttempts
-from ctid.protocols.ctiapi import CommandRouter, CTIError, CTISession, broadcast
+from ctid.protocols.ctiapi import CommandRouter, CTIError, CTISession, broadcast, require_login
 
 log = Logger()
 
 STATES = ("ready", "not_ready")
 MAX_FIELD = 128
+
+
+@overload
+def _text(args: dict[str, Any], name: str, required: Literal[True] = True) -> str: ...
+
+
+@overload
+def _text(args: dict[str, Any], name: str, required: bool) -> str | None: ...
 
 
 def _text(args: dict[str, Any], name: str, required: bool = True) -> str | None:
@@ -153,8 +161,13 @@ class AgentDesk(CommandRouter):
         return {"agent": agent_view(agent), "calls": [], "roles": sorted(identity.roles),
                 "queues": self._queues_of(agent)}
 
+    def _agent(self, agent_id: str) -> Agent:
+        agent = self.board.get(agent_id)
+        assert agent is not None  # signed in through this desk: the board keeps it, logged out too
+        return agent
+
     def _agent_of(self, session: CTISession) -> str:
-        return session.identity["agent"]
+        return require_login(session)["agent"]
 
     def logout(self, session: CTISession, args: dict[str, Any]) -> dict[str, Any]:
         """Sign out now, or after the current call with ``after_call``."""
@@ -163,16 +176,16 @@ class AgentDesk(CommandRouter):
             if _flag(args, "after_call"):
                 self.board.set_pending(agent_id, "logout")
                 if self.guard is not None:
-                    self.guard.logged_out(agent_id, session.identity["roles"], session.peer, "after the call")
-                return {"agent": agent_view(self.board.get(agent_id)), "pending": True}
+                    self.guard.logged_out(agent_id, require_login(session)["roles"], session.peer, "after the call")
+                return {"agent": agent_view(self._agent(agent_id)), "pending": True}
             self.board.logout(agent_id)
         except AgentStateError as e:
             raise CTIError(e.code, e.message) from None
         if self.guard is not None:
-            self.guard.logged_out(agent_id, session.identity["roles"], session.peer)
+            self.guard.logged_out(agent_id, require_login(session)["roles"], session.peer)
         self._forget(agent_id, session)
         session.logout()
-        return {"agent": agent_view(self.board.get(agent_id)), "pending": False}
+        return {"agent": agent_view(self._agent(agent_id)), "pending": False}
 
     def set_agent_state(self, session: CTISession, args: dict[str, Any]) -> dict[str, Any]:
         """``ready`` or ``not_ready`` (with a reason); on a call, a pause is pending."""
@@ -192,11 +205,11 @@ class AgentDesk(CommandRouter):
                 pending = self.board.pause(agent_id, reason or "")
         except AgentStateError as e:
             raise CTIError(e.code, e.message) from None
-        return {"agent": agent_view(self.board.get(agent_id)), "pending": pending}
+        return {"agent": agent_view(self._agent(agent_id)), "pending": pending}
 
     def snapshot_agent(self, session: CTISession, args: dict[str, Any]) -> dict[str, Any]:
         """The agent's state now."""
-        return {"agent": agent_view(self.board.get(self._agent_of(session)))}
+        return {"agent": agent_view(self._agent(self._agent_of(session)))}
 
     def notify(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
         """Send ``event`` to every session of ``agent_id`` (e.g. the ``Delivered`` screen pop), encoded once."""
@@ -204,7 +217,7 @@ class AgentDesk(CommandRouter):
 
     def snapshot_queues(self, session: CTISession, args: dict[str, Any]) -> dict[str, Any]:
         """The queues the agent serves, now."""
-        return {"queues": self._queues_of(self.board.get(self._agent_of(session)))}
+        return {"queues": self._queues_of(self._agent(self._agent_of(session)))}
 
     def _queues_of(self, agent: Agent) -> list[dict[str, Any]]:
         if self.acd is None:
@@ -228,7 +241,7 @@ class AgentDesk(CommandRouter):
         sessions = self.sessions.get(record.agent_id)
         if not sessions:
             return
-        data = agent_view(self.board.get(record.agent_id))
+        data = agent_view(self._agent(record.agent_id))
         if isinstance(record, AgentTransition):
             data.update(previous=record.old.value, trigger=record.trigger, forced_by=record.forced_by)
             event = "AgentStateChanged"

@@ -30,6 +30,7 @@ __all__ = [
     "first_contact_resolution",
     "handle_time",
     "handled",
+    "is_kind",
     "kpis",
     "state_time",
     "volumes",
@@ -61,6 +62,12 @@ class CallRow(NamedTuple):
     self_service: bool
     abandoned: bool
     satisfaction: int | None
+    category: str | None = None  #: the agent's wrap-up classification (SetCallCategory); None: not classified
+
+
+def is_kind(call: CallRow, category: str, queues: frozenset[str]) -> bool:
+    """Whether ``call`` was a ``category`` call: as its agent classified it, else (not classified) by its queue."""
+    return call.category == category if call.category is not None else call.queue in queues
 
 
 class StateRow(NamedTuple):
@@ -288,8 +295,8 @@ def agent_lines(calls: Iterable[CallRow], states: Sequence[StateRow], start: dat
         lines.append(AgentLine(
             agent_id=agent,
             served=len(own),
-            complaints=sum(1 for c in own if c.queue in definitions.complaint_queues),
-            consultations=sum(1 for c in own if c.queue in definitions.consultation_queues),
+            complaints=sum(1 for c in own if is_kind(c, "complaint", definitions.complaint_queues)),
+            consultations=sum(1 for c in own if is_kind(c, "consultation", definitions.consultation_queues)),
             service_total=sum(service),
             service_avg=_mean(service),
             waits=len(waited),

@@ -28,7 +28,7 @@ _console_levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
 
 def set_console_level(level: str) -> None:
     """Show events at ``level`` and above on the console observer."""
-    _console_levels.setLogLevelForNamespace(None, LogLevel.levelWithName(level))
+    _console_levels.setLogLevelForNamespace("", LogLevel.levelWithName(level))
 
 
 def console_observer() -> ILogObserver:
@@ -47,7 +47,7 @@ class JSONLogService(Service):
 
     def set_level(self, level: str) -> None:
         """Change the minimum level written (used on reload)."""
-        self._predicate.setLogLevelForNamespace(None, LogLevel.levelWithName(level))
+        self._predicate.setLogLevelForNamespace("", LogLevel.levelWithName(level))
 
     def startService(self) -> None:
         self._file = open(self.path, "a", encoding="utf-8")

@@ -41,7 +41,7 @@ class PasswordChecker:
         self._username = username.encode("utf-8")
         self._password = password.encode("utf-8")
 
-    def requestAvatarId(self, offered: credentials.IUsernamePassword) -> defer.Deferred[bytes]:
+    def requestAvatarId(self, offered: credentials.IUsernamePassword) -> defer.Deferred[bytes | tuple[()]]:
         """The user name if both match, else ``UnauthorizedLogin``."""
         username = offered.username if isinstance(offered.username, bytes) else offered.username.encode("utf-8")
         password = offered.password if isinstance(offered.password, bytes) else offered.password.encode("utf-8")
@@ -87,7 +87,12 @@ class _ManholeSSHTransport(transport.SSHServerTransport):
 def _ssh_realm(namespace: dict[str, Any]) -> manhole_ssh.TerminalRealm:
     realm = manhole_ssh.TerminalRealm()
     realm.sessionFactory = _SSHShellSession
-    realm.chainedProtocolFactory = lambda: insults.ServerProtocol(manhole.ColoredManhole, namespace)
+
+    def shell() -> insults.ServerProtocol:
+        return insults.ServerProtocol(manhole.ColoredManhole, namespace)
+
+    # Twisted infers the attribute's type from its default, the class; it is only ever called with no arguments.
+    realm.chainedProtocolFactory = shell  # type: ignore[assignment]
     return realm
 
 
@@ -128,7 +133,8 @@ class SSHManholeService(StreamServerEndpointService):
     def startService(self) -> None:
         """Put the host key and the authorized keys in place, then listen."""
         key = load_or_make_host_key(self.host_key)
-        self.conch.privateKeys = {key.sshType(): key}
+        # Twisted annotates privateKeys as bytes, but SSHFactory wants keys.Key objects (it calls their methods).
+        self.conch.privateKeys = {key.sshType(): key}  # type: ignore[dict-item]
         self.conch.publicKeys = {key.sshType(): key.public()}
         if self.authorized_keys:
             database = InMemorySSHKeyDB({self.username.encode("utf-8"): read_authorized_keys(self.authorized_keys)})
@@ -150,7 +156,8 @@ def makeManholeService(endpoint: str, username: str, password: str, namespace: d
     checker_list = [PasswordChecker(username, password)] if password else []
     listening = serverFromString(reactor, endpoint)
     if kind == "ssh":
-        factory = manhole_ssh.ConchFactory(portal.Portal(_ssh_realm(namespace), checker_list))
+        realm = _ssh_realm(namespace)  # TerminalRealm has requestAvatar, but Twisted does not declare it an IRealm
+        factory = manhole_ssh.ConchFactory(portal.Portal(realm, checker_list))  # type: ignore[arg-type]
         factory.protocol = _ManholeSSHTransport
         return SSHManholeService(listening, factory, username, host_key, authorized_keys)
     if kind != "telnet":

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -43,7 +43,7 @@ from twisted.web.static import File
 from ctid.adapters.store.schema import recordings
 from ctid.directory import DirectoryError, Identity
 from ctid.interfaces import IPBX, PBXError
-from ctid.protocols.ctiapi import CTIError, CTISession
+from ctid.protocols.ctiapi import CTIError, CTISession, require_login
 from ctid.recording import role_of
 from ctid.recordingsettings import RecordingSettings
 from ctid.scope import Scope
@@ -106,6 +106,14 @@ def _is_file(connection: Connection, path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.R_OK)
 
 
+@overload
+def _text(args: dict[str, Any], name: str, required: Literal[True] = True) -> str: ...
+
+
+@overload
+def _text(args: dict[str, Any], name: str, required: bool) -> str | None: ...
+
+
 def _text(args: dict[str, Any], name: str, required: bool = True) -> str | None:
     value = args.get(name)
     if value is None and not required:
@@ -147,7 +155,7 @@ class RecordingAccess:
             raise CTIError("directory_unavailable", "the directory cannot be reached; try again") from None
 
     async def _me(self, session: CTISession) -> Identity:
-        me = await self._identity(session.identity["agent"])
+        me = await self._identity(require_login(session)["agent"])
         if me is None or not me.enabled:
             raise CTIError("forbidden", "your account is not in the directory")
         return me
@@ -162,7 +170,7 @@ class RecordingAccess:
         return other is not None and Scope.of(me, self.cities).covers(other.skills, other.city)
 
     async def _seat(self, me: Identity, session: CTISession, station: str | None) -> str:
-        own = session.identity["station"]
+        own = require_login(session)["station"]
         if station is None:
             return own
         station = station if "/" in station else self.desk.station_prefix + station
@@ -174,8 +182,8 @@ class RecordingAccess:
         raise CTIError("forbidden_seat", "you may not play recordings on that seat")
 
     def _audit(self, session: CTISession, action: str, target: str | None, outcome: str, detail: str = "") -> None:
-        self.records.audit(session.identity["agent"], role_of(session.identity), session.peer, action, target,
-                           outcome, detail)
+        identity = require_login(session)
+        self.records.audit(identity["agent"], role_of(identity), session.peer, action, target, outcome, detail)
 
     async def _guarded(self, session: CTISession, action: str, target: str | None, work: Any) -> dict[str, Any]:
         try:
@@ -252,7 +260,7 @@ class RecordingAccess:
         token = secrets.token_urlsafe(24)
         expires = self.clock.seconds() + self.settings.token_lifetime
         name = os.path.basename(path)
-        self.grants[token] = Grant(path, name, me.agent_id, role_of(session.identity), record_id, expires)
+        self.grants[token] = Grant(path, name, me.agent_id, role_of(require_login(session)), record_id, expires)
         return {"recording": record_id, "url": f"{self.settings.download_url}/{token}", "file": name,
                 "expires": expires}, name
 

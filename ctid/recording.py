@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from ctid.callevents import Channel
 from ctid.calls import CallAnswered, CallEnded, CallModel, RecordingStopped
 from ctid.interfaces import IPBX, PBXError
-from ctid.protocols.ctiapi import CTIError, CTISession
+from ctid.protocols.ctiapi import CTIError, CTISession, require_login
 from ctid.recordingsettings import RecordingSettings, file_name
 
 log = Logger()
@@ -72,7 +72,7 @@ def role_of(identity: dict[str, Any]) -> str | None:
 
 def agent_call(board: Any, model: CallModel, session: CTISession, args: dict[str, Any]) -> str:
     """The answered call of the session's agent (``call`` in ``args`` must name it when given)."""
-    agent = board.get(session.identity["agent"])
+    agent = board.get(require_login(session)["agent"])
     call_id = agent.call_id if agent is not None else None
     asked = args.get("call")
     if asked is not None and (not isinstance(asked, str) or len(asked) > 64):
@@ -105,7 +105,7 @@ class RecordingDesk:
     async def start_command(self, session: CTISession, args: dict[str, Any]) -> dict[str, Any]:
         """Record the agent's call."""
         run = await self._audited(session, args, "record_start",
-                                  lambda call_id: self.start(call_id, session.identity["agent"]))
+                                  lambda call_id: self.start(call_id, require_login(session)["agent"]))
         return self.view(run, "recording")
 
     async def stop_command(self, session: CTISession, args: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +125,7 @@ class RecordingDesk:
     async def _audited(self, session: CTISession, args: dict[str, Any], action: str,
                        work: Callable[[str], Awaitable[Run]]) -> Run:
         """Run ``work`` on the agent's own call; the outcome (``ok`` or the refusal's code) goes to the audit log."""
-        identity = session.identity
+        identity = require_login(session)
         target = args.get("call") if isinstance(args.get("call"), str) else None
         try:
             if not self.settings.on_demand:

@@ -62,6 +62,7 @@ ROLE_TABLE: Mapping[str, frozenset[str]] = MappingProxyType({
     "AddParty": AGENT,
     "DropParty": AGENT,
     "Survey": AGENT,
+    "SetCallCategory": AGENT,  # ctid/wrapup.py
     "StartRecording": AGENT,
     "StopRecording": AGENT,
     "PauseRecording": AGENT,

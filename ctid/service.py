@@ -20,6 +20,7 @@ from ctid.adapters.pbxsim.service import makeSimulatorService
 from ctid.adapters.store.engine import make_engine
 from ctid.adapters.store.migrate import SchemaUpgrade
 from ctid.adapters.store.pool import DatabasePool
+from ctid.adapters.store.recordprocess import ProcessDatabasePool
 from ctid.adapters.store.writer import RecordWriter
 from ctid.agentlog import AgentLogger
 from ctid.agents import AgentBoard
@@ -33,6 +34,7 @@ from ctid.config import ACDSettings, Config
 from ctid.desk import AgentDesk
 from ctid.ivr.call import IVRHooks
 from ctid.ivr.engine import IVREngine
+from ctid.ivr.tts import EspeakSpeech
 from ctid.loginguard import LoginGuard
 from ctid.logs import JSONLogService, set_console_level
 from ctid.manhole import makeManholeService
@@ -48,6 +50,7 @@ from ctid.roles import RoleCheck
 from ctid.staffing import modelled_estimator
 from ctid.supervision import install_supervisors
 from ctid.transfers import CallTransfers
+from ctid.wrapup import WrapUpDesk
 
 
 def vip_rules(settings: ACDSettings) -> tuple[PriorityRule, ...]:
@@ -115,13 +118,13 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
     center.setServiceParent(root)
     reports = ReportDesk(pool, config.reports)
     desk.add("Report", lambda session, args: reports.report(session.identity, args))
-    records_pool = DatabasePool(make_engine(config.database.url, pool_size=1), reactor, name="records-db",
-                                max_threads=1)
+    records_pool = ProcessDatabasePool(config.database.url, reactor, engine_options={"pool_size": 1})  # its own GIL
     writer = RecordWriter(records_pool, config.records.spool, reactor, batch_size=config.records.batch_size,
                           flush_interval=config.records.flush_interval, max_queue=config.records.max_queue,
                           fsync_interval=config.records.fsync_interval)
     writer.setServiceParent(root)
     records = Records(writer, reactor, model, board, center)  # after the center: it reads the center's doings
+    WrapUpDesk(records.calls).register(desk)  # SetCallCategory: the agent classifies its last call
     writer.before_stop.append(records.close)
     guard.audit = records.audit
     desk.authorize = RoleCheck(audit=records.audit)  # ctid/roles.py: which command needs which role
@@ -151,7 +154,12 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
     ivr = None
     if config.ivr.library is not None:  # one FastAGI script per flow (agi://host/bank), kept in step on reload
         bank = root.getServiceNamed("corebank").bank if "corebank" in root.namedServices else None
-        ivr = IVREngine.from_settings(config.ivr, bank, reactor, IVRHooks(on_voice_message=records.voice_message))
+        tts = None
+        if config.ivr.tts == "espeak":  # product and policy texts spoken by espeak-ng (docs/ivr.md)
+            tts = EspeakSpeech(reactor, config.ivr.tts_directory, config.ivr.tts_timeout)
+            tts.setServiceParent(root)
+        ivr = IVREngine.from_settings(config.ivr, bank, reactor, IVRHooks(on_voice_message=records.voice_message),
+                                      tts=tts)
         ivr.serve(agi.handler)
         ivr.setServiceParent(root)
     fastagi = StreamServerEndpointService(serverFromString(reactor, config.fastagi.endpoint), agi)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 from twisted.logger import Logger
 
@@ -36,7 +36,7 @@ from ctid.calls import CallEnded, LegRemoved
 from ctid.floorview import FloorView
 from ctid.floorviewstats import ServiceLevels
 from ctid.interfaces import PBXError
-from ctid.protocols.ctiapi import CommandRouter, CTIError, CTISession
+from ctid.protocols.ctiapi import CommandRouter, CTIError, CTISession, require_login
 from ctid.scope import Scope, SupervisorGate
 
 log = Logger()
@@ -46,6 +46,14 @@ MAX_PRIORITY = 1000
 MAX_FIELD = 128
 #: Q.850 16, normal clearing: the cause a forced release gives.
 NORMAL_CLEARING = 16
+
+
+@overload
+def text_arg(args: dict[str, Any], name: str, required: Literal[True] = True) -> str: ...
+
+
+@overload
+def text_arg(args: dict[str, Any], name: str, required: bool) -> str | None: ...
 
 
 def text_arg(args: dict[str, Any], name: str, required: bool = True) -> str | None:
@@ -135,7 +143,7 @@ class Supervision:
         mode = mode_arg(args)
         agent = self._agent(args, scope)
         channel, _ = self._legs(agent)
-        station = session.identity["station"]
+        station = require_login(session)["station"]
         if channel.name.startswith(station + "-"):
             raise CTIError("bad_request", "you cannot monitor your own station")
         try:

@@ -24,7 +24,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from ctid.calls import CallEnded, CallModel, LegRemoved, VariableSet
-from ctid.center import IVR_CONTEXT
+from ctid.contexts import IVR_CONTEXT
 from ctid.interfaces import IPBX, PBXError
 from ctid.protocols.ctiapi import CTIError, CTISession
 from ctid.recording import agent_call, customer_leg

@@ -35,7 +35,8 @@ from ctid.acd import QueueConfig
 from ctid.agents import Agent, AgentBoard
 from ctid.agentstate import AgentStateError
 from ctid.calls import CallModel, CallTransferred, LegAdded, LegRemoved
-from ctid.center import DELIVER_CONTEXT, IVR_CONTEXT, OUT_CONTEXT, WAIT_CONTEXT, CallCenter
+from ctid.center import CallCenter
+from ctid.contexts import DELIVER_CONTEXT, IVR_CONTEXT, OUT_CONTEXT, WAIT_CONTEXT
 from ctid.interfaces import IPBX, PBXError
 from ctid.protocols.ctiapi import CTIError, CTISession
 from ctid.transfers_calls import (

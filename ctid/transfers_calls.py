@@ -14,7 +14,7 @@ from typing import Any
 from ctid.agents import Agent, AgentBoard
 from ctid.callevents import UP, Call
 from ctid.calls import CallModel, Channel
-from ctid.center import HIDDEN_VARIABLES
+from ctid.contexts import HIDDEN_VARIABLES
 from ctid.customers import redact
 from ctid.protocols.ctiapi import CTIError, CTISession
 

@@ -78,17 +78,24 @@ class AGISession:
         self, command: str, *args: str | int, sensitive: bool = False, timeout: float | None = None
     ) -> AGIReply:
         """Send any AGI command (arguments are quoted for you) and return its reply."""
-        self.last_command = " ".join(command.upper().split())
-        reply = await self._protocol.send_command(command, *args, sensitive=sensitive, timeout=timeout)
-        self.last_reply = reply
+        reply = self.last_reply = await self._send(
+            " ".join(command.upper().split()), *args, sensitive=sensitive, timeout=timeout
+        )
         return reply
+
+    def _send(
+        self, command: str, *args: str | int, sensitive: bool = False, timeout: float | None = None
+    ) -> Deferred[AGIReply]:
+        """Hand ``command`` (an upper-case name) to the protocol; the callers await it and keep the reply."""
+        self.last_command = command
+        return self._protocol.send_command(command, *args, sensitive=sensitive, timeout=timeout)
 
     async def _media(
         self, command: str, *args: str | int, extra: float = 0.0, timeout: float | None = None, sensitive: bool = False
     ) -> AGIReply:
         if timeout is None:
             timeout = self._protocol.command_timeout + extra
-        reply = await self.send_command(command, *args, sensitive=sensitive, timeout=timeout)
+        reply = self.last_reply = await self._send(command, *args, sensitive=sensitive, timeout=timeout)
         if reply.result_int == -1:
             await self._failed(command, reply, sensitive)
         return reply
@@ -200,36 +207,36 @@ class AGISession:
 
     async def set_variable(self, name: str, value: str | int, *, sensitive: bool = False) -> None:
         """Set a channel variable."""
-        await self.send_command("SET VARIABLE", name, value, sensitive=sensitive)
+        self.last_reply = await self._send("SET VARIABLE", name, value, sensitive=sensitive)
 
     async def get_variable(self, name: str, *, sensitive: bool = False) -> str | None:
         """A channel variable or function (``CALLERID(num)``); None if unset."""
-        reply = await self.send_command("GET VARIABLE", name, sensitive=sensitive)
+        reply = self.last_reply = await self._send("GET VARIABLE", name, sensitive=sensitive)
         return None if reply.result == "0" else (reply.data or "")
 
     async def get_full_variable(self, expression: str, channel: str | None = None) -> str | None:
         """Expand ``expression`` (``${VAR}``…) on this or another channel; None if unset/no channel."""
         extra = () if channel is None else (channel,)
-        reply = await self.send_command("GET FULL VARIABLE", expression, *extra)
+        reply = self.last_reply = await self._send("GET FULL VARIABLE", expression, *extra)
         return None if reply.result == "0" else (reply.data or "")
 
     async def verbose(self, message: str, level: int = 1) -> None:
         """Write ``message`` to the Asterisk console at verbosity ``level`` (1–4)."""
-        await self.send_command("VERBOSE", message, level)
+        self.last_reply = await self._send("VERBOSE", message, level)
 
     async def noop(self, text: str | None = None) -> None:
         """Do nothing (a round trip; ``text`` shows up in Asterisk's AGI debug)."""
-        await self.send_command("NOOP", *(() if text is None else (text,)))
+        self.last_reply = await self._send("NOOP", *(() if text is None else (text,)))
 
     async def hangup(self, channel: str | None = None) -> None:
         """Hang up this channel (a no-op if the caller already hung up) or the named one."""
         if channel is None and self.hung_up:
             return
-        reply = await self.send_command("HANGUP", *(() if channel is None else (channel,)))
+        reply = self.last_reply = await self._send("HANGUP", *(() if channel is None else (channel,)))
         if reply.result_int == -1:
             raise AGICommandError(-1, f"no such channel: {channel}", "HANGUP")
 
     async def set_music(self, on: bool, moh_class: str | None = None) -> None:
         """Start (``on=True``) or stop music on hold, optionally of class ``moh_class``."""
         extra = () if moh_class is None else (moh_class,)
-        await self.send_command("SET MUSIC", "on" if on else "off", *extra)
+        self.last_reply = await self._send("SET MUSIC", "on" if on else "off", *extra)

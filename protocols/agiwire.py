@@ -12,6 +12,7 @@ and tests.  Every malformed input raises :class:`AGIProtocolError`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -51,7 +52,6 @@ _COMMAND_NAME = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)*\Z")
 _STATUS = re.compile(r"(\d{3})([ -]|\Z)")
 _EXTRA = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
 _USAGE_END = "520 End of proper usage."
-_FORBIDDEN = ("\r", "\n", "\0")
 
 
 class AGIError(Exception):
@@ -236,7 +236,7 @@ def parse_environment(lines: list[str]) -> AGIEnvironment:
 # --- replies --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AGIReply:
     """A ``200`` reply: ``200 result=<result>[ (<data>)][ key=value…]``.
 
@@ -302,7 +302,7 @@ def parse_reply(line: str) -> AGIReply:
     if rest.startswith("("):
         close = rest.rfind(")")
         data, rest = (rest[1:close], rest[close + 1 :]) if close > 0 else (rest[1:], "")
-    extras = {key: _unquote(value) for key, value in _EXTRA.findall(rest)}
+    extras = {key: _unquote(value) for key, value in _EXTRA.findall(rest)} if rest else {}
     return AGIReply(200, result, data, extras)
 
 
@@ -332,6 +332,8 @@ class ReplyReader:
 
     def feed(self, line: str) -> AGIReply | AGIFailure | _Hangup | None:
         """Take one line (without its LF) and return what it completes, if anything."""
+        if self._usage is None and line.startswith("200 result="):  # nearly every line
+            return parse_reply(line)
         if line.rstrip() == "HANGUP":
             return HANGUP
         if self._usage is not None:
@@ -371,10 +373,20 @@ def quote_argument(value: str | int) -> str:
 
     Raises ValueError for CR, LF or NUL, which would end or cut the command line.
     """
-    text = str(value)
-    if any(bad in text for bad in _FORBIDDEN):
+    text = value if type(value) is str else str(value)
+    if "\n" in text or "\r" in text or "\0" in text:
         raise ValueError("AGI arguments may not contain CR, LF or NUL")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+@functools.lru_cache(maxsize=256)
+def _command_words(command: str) -> int:
+    """How many words the command name ``command`` has; ValueError if it is not one (valid names are cached)."""
+    if not _COMMAND_NAME.match(command) or command[:7].lower() == "failure":
+        raise ValueError(f"not an AGI command name: {command!r}")
+    return len(command.split())
 
 
 def format_command(command: str, *args: str | int) -> bytes:
@@ -384,11 +396,10 @@ def format_command(command: str, *args: str | int) -> bytes:
     name, a forbidden character, too many arguments, or a line over
     :data:`MAX_COMMAND_LINE` bytes.
     """
-    if not _COMMAND_NAME.match(command) or command[:7].lower() == "failure":
-        raise ValueError(f"not an AGI command name: {command!r}")
-    if len(command.split()) + len(args) >= MAX_ARGS:
+    if _command_words(command) + len(args) >= MAX_ARGS:
         raise ValueError("too many AGI arguments")
-    line = " ".join([command, *map(quote_argument, args)]).encode("utf-8") + b"\n"
+    text = command + " " + " ".join([quote_argument(arg) for arg in args]) if args else command
+    line = (text + "\n").encode("utf-8")
     if len(line) > MAX_COMMAND_LINE:
         raise ValueError(f"AGI command line longer than {MAX_COMMAND_LINE} bytes")
     return line

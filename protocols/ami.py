@@ -19,10 +19,10 @@ import inspect
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
@@ -196,6 +196,8 @@ class AMIProtocol(AMIActions, Protocol):
 
     log = Logger()
     _serial = itertools.count(1)
+    #: A TCP or TLS connection (``Protocol`` declares only an optional ``ITransport``, without ``abortConnection``).
+    transport: ITCPTransport
 
     def __init__(self, clock: IReactorTime, dispatcher: EventDispatcher | None = None, *,
                  action_timeout: float = 10.0, ping_interval: float | None = 20.0,
@@ -225,7 +227,7 @@ class AMIProtocol(AMIActions, Protocol):
     def connectionMade(self) -> None:
         self._open = True
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure | None = None) -> None:
         """Fail every pending action with :class:`AMIConnectionLost`; stop the keepalive."""
         self._open = False
         self.logged_in = False
@@ -244,7 +246,7 @@ class AMIProtocol(AMIActions, Protocol):
         self._fire_banner_waiters(lost)
         waiters, self._lost_waiters = self._lost_waiters, []
         for waiter in waiters:
-            waiter.callback(reason.value if reason is not None else lost)
+            waiter.callback(reason.value if reason is not None and reason.value is not None else lost)
 
     def whenBanner(self) -> Deferred[AMIProtocol]:
         """Fires with this protocol once a valid banner arrived.
@@ -266,7 +268,7 @@ class AMIProtocol(AMIActions, Protocol):
         self._lost_waiters.append(waiter)
         return waiter
 
-    def _fire_banner_waiters(self, outcome: object) -> None:
+    def _fire_banner_waiters(self, outcome: AMIProtocol | BaseException) -> None:
         waiters, self._banner_waiters = self._banner_waiters, []
         for waiter in waiters:
             if isinstance(outcome, BaseException):
@@ -303,7 +305,7 @@ class AMIProtocol(AMIActions, Protocol):
                     return
                 if start >= FEED_BUDGET:
                     self._backlog = [data[start:]]
-                    self.transport.pauseProducing()
+                    cast(IPushProducer, self.transport).pauseProducing()  # TCP and TLS transports are producers
                     self._drain_call = self.clock.callLater(0, self._drain)
                     return
                 messages = self._parser.feed(data[start:start + FEED_CHUNK] if len(data) > FEED_CHUNK else data)
@@ -321,7 +323,7 @@ class AMIProtocol(AMIActions, Protocol):
             return
         self._consume(b"".join(backlog))
         if self._backlog is None and self._open:
-            self.transport.resumeProducing()
+            cast(IPushProducer, self.transport).resumeProducing()
 
     def _banner_arrived(self) -> bool:
         banner = self._parser.banner
@@ -485,7 +487,8 @@ class AMIFactory(Factory):
     def __init__(self, dispatcher: EventDispatcher | None = None, clock: IReactorTime | None = None, *,
                  action_timeout: float = 10.0, ping_interval: float | None = 20.0, ping_timeout: float = 5.0):
         if clock is None:
-            from twisted.internet import reactor as clock  # composition edge: default to the reactor
+            from twisted.internet import reactor  # composition edge: default to the reactor
+            clock = reactor
         self.dispatcher = dispatcher if dispatcher is not None else EventDispatcher()
         self.clock = clock
         self.action_timeout = action_timeout

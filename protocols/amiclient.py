@@ -11,8 +11,8 @@ reconnects; ``on_connected`` callbacks are the place to resync state.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
@@ -44,7 +44,8 @@ class AMIClientService(Service):
                  events: str | None = "on", name: str = "ami",
                  retry_policy: Callable[[int], float] | None = None):
         if clock is None:
-            from twisted.internet import reactor as clock  # composition edge: default to the reactor
+            from twisted.internet import reactor  # composition edge: default to the reactor
+            clock = reactor
         self.name = name
         self.username = username
         self._secret = secret
@@ -78,7 +79,8 @@ class AMIClientService(Service):
         Fails after ``failAfterFailures`` consecutive failed attempts (None:
         only when the service stops, with ``CancelledError``).
         """
-        return self._client.whenConnected(failAfterFailures=failAfterFailures)
+        connected = self._client.whenConnected(failAfterFailures=failAfterFailures)
+        return cast("Deferred[AMIProtocol]", connected)  # our factory builds AMIProtocol
 
     def startService(self) -> None:
         """Start connecting."""
@@ -134,7 +136,8 @@ class AMIClientService(Service):
         try:
             result = fn(argument)
             if result is not None and (inspect.isawaitable(result) or isinstance(result, Deferred)):
-                ensureDeferred(result).addErrback(self._callback_failed, fn)
+                # ensureDeferred raises for other awaitables: logged below like any callback error.
+                ensureDeferred(cast("Coroutine[Any, Any, object]", result)).addErrback(self._callback_failed, fn)
         except Exception:
             self._callback_failed(Failure(), fn)
 

@@ -43,7 +43,7 @@ class Message:
         self._event = _UNSET
         self._folded: Any = None
         if body:
-            self._body = list(body)
+            self._body: list[str] = list(body)
 
     @classmethod
     def build(cls, headers: Mapping[str, object] | Iterable[tuple[str, object]], body: Sequence[str] = ()) -> Message:
@@ -57,7 +57,7 @@ class Message:
         try:
             return self._body
         except AttributeError:
-            self._body: list[str] = []
+            self._body = []
             return self._body
 
     @body.setter
@@ -333,7 +333,7 @@ class MessageParser:
         events = [_event_message(block) for block in blocks if block[:7] == "Event: "]
         if len(events) == len(blocks):
             return events, ""  # the common case: a run of events
-        messages = []
+        messages: list[Message] = []
         index = 0
         while index < len(blocks):
             block = blocks[index].lstrip("\n")

@@ -5,11 +5,11 @@ Shared by the AMI client service and the CTI client library.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from automat import NoTransition
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import IAddress, IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -33,7 +33,11 @@ class LossTolerantEndpoint:
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         connecting = self._endpoint.connect(_GuardFactory(factory))
-        return connecting.addCallback(lambda guard: guard.wrapped)
+        return connecting.addCallback(_wrapped_protocol)
+
+
+def _wrapped_protocol(guard: IProtocol) -> IProtocol:
+    return cast(_LossGuard, guard).wrapped  # what _GuardFactory builds
 
 
 @implementer(IProtocolFactory)
@@ -47,7 +51,7 @@ class _GuardFactory:
     def doStop(self) -> None:
         self._factory.doStop()
 
-    def buildProtocol(self, addr: object) -> IProtocol | None:
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
         built = self._factory.buildProtocol(addr)
         return None if built is None else _LossGuard(built)
 

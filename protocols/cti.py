@@ -26,7 +26,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -70,6 +70,8 @@ def _peer_of(address: object) -> str:
 class _Refusal(Protocol):
     """Says ``too_many_connections`` and closes."""
 
+    transport: ITransport  # set by makeConnection, before connectionMade
+
     def connectionMade(self) -> None:
         error = CTIError(ErrorCode.TOO_MANY_CONNECTIONS, "too many connections from your address")
         self.transport.write(encode_error(None, error))
@@ -93,10 +95,11 @@ class CTIServerFactory(Factory):
                  server_version: str | None = None,
                  trace: Callable[[ConnectionState, ConnectionState], None] | None = None, **settings: Any):
         if clock is None:
-            from twisted.internet import reactor as clock  # composition edge: default to the reactor
+            from twisted.internet import reactor  # composition edge: default to the reactor
+            clock = reactor
         self.handler = handler
         self.trace = trace
-        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.clock: IReactorTime = clock
         self.settings = CTISettings(server_version=server_version or _default_server_version(), **settings)
         s = self.settings
         self.registry = SessionRegistry(handler, self.clock, resume_grace=s.resume_grace,

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Union
+from typing import Any, TypeGuard, Union
 
 #: Protocol versions this implementation speaks, oldest first.
 PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
@@ -216,7 +216,7 @@ def load_object(line: bytes) -> dict[str, Any]:
     return value
 
 
-def is_valid_id(value: object) -> bool:
+def is_valid_id(value: object) -> TypeGuard[RequestId]:
     """Whether ``value`` may be a request id: a 1–128 character string or an integer within ±(2**53-1)."""
     if type(value) is int:
         return -MAX_ID_INT <= value <= MAX_ID_INT
@@ -229,7 +229,7 @@ def is_valid_id(value: object) -> bool:
     return False
 
 
-def is_name(value: object) -> bool:
+def is_name(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a command or event name: PascalCase ASCII letters and digits, 1–64 long."""
     return isinstance(value, str) and _NAME.match(value) is not None
 
@@ -266,7 +266,7 @@ def request_id_of(line: bytes) -> RequestId | None:
         return error.request_id
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -88,6 +88,8 @@ class CTIServerProtocol(Protocol):
     """
 
     outbox: Outbox  # made by connectionMade
+    #: A TCP or TLS connection (``Protocol`` declares only an optional ``ITransport``, without ``abortConnection``).
+    transport: ITCPTransport
 
     def __init__(self, factory: CTIServerFactory, address_key: str, peer: str,
                  trace: Callable[[ConnectionState, ConnectionState], None] | None = None):
@@ -125,7 +127,7 @@ class CTIServerProtocol(Protocol):
     def connectionMade(self) -> None:
         """Start watching the output buffer and the deadline for Hello/Resume."""
         self.outbox = Outbox(self.transport, self.clock, self.settings.max_pending_bytes, self._slow_consumer)
-        self.transport.registerProducer(self.outbox, True)
+        cast(IConsumer, self.transport).registerProducer(self.outbox, True)  # TCP and TLS transports are consumers
         self._timer = self.clock.callLater(self.settings.idle_timeout, self._hello_overdue)
         log.debug("CTI connection from {peer}", peer=self.peer)
 
@@ -380,7 +382,7 @@ class CTIServerProtocol(Protocol):
         self._timer = None
         if self.session is not None:
             self.factory.registry.detach(self.session, self)
-        self.transport.unregisterProducer()
+        cast(IConsumer, self.transport).unregisterProducer()
         self.transport.loseConnection()
         self._abort = self.clock.callLater(self.settings.close_timeout, self._abort_connection)
 

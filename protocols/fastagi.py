@@ -7,7 +7,9 @@ Three parts, thin to thick:
   media command when more input arrives), pairs each reply with its command,
   treats the unsolicited ``HANGUP`` line as a flag (never as a reply), times
   every command out and fails everything pending when the socket closes.
-  Parsing and quoting live in :mod:`ctid.protocols.agiwire`.
+  Parsing and quoting live in :mod:`ctid.protocols.agiwire`.  Each command
+  and reply is logged (at debug level) only when ``log_commands`` is set:
+  building a log event costs as much as the rest of a command's handling.
 * :class:`~ctid.protocols.agisession.AGISession` (in its own module,
   re-exported here) is the API a script (the IVR) uses: ``answer``,
   ``stream_file``, ``get_data``, … each returning a Deferred/coroutine.
@@ -25,6 +27,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Union
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
@@ -99,12 +102,16 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 class _Command:
     """One command: queued, then in flight until its reply, a timeout or the socket closing."""
 
-    __slots__ = ("name", "line", "sensitive", "timeout", "deferred", "timer")
+    __slots__ = ("name", "line", "sensitive", "timeout", "deferred", "timer", "_cancel")
 
     def __init__(self, name: str, line: bytes, sensitive: bool, timeout: float, cancel: Callable[[_Command], None]):
         self.name, self.line, self.sensitive, self.timeout = name, line, sensitive, timeout
-        self.deferred: Deferred[AGIReply] = Deferred(canceller=lambda _: cancel(self))
+        self.deferred: Deferred[AGIReply] = Deferred(canceller=self._cancelled)
         self.timer: IDelayedCall | None = None
+        self._cancel = cancel
+
+    def _cancelled(self, _: Deferred[AGIReply]) -> None:
+        self._cancel(self)
 
     def shown(self) -> str:
         """The line as debug logs may show it."""
@@ -123,8 +130,32 @@ class _Command:
             self.deferred.errback(outcome)
 
 
+def write_now(sock: Any, transport: Any, data: bytes) -> None:
+    """Put ``data`` on the wire: straight into ``sock`` (a TCP socket, or None), the rest through ``transport``.
+
+    Twisted holds every write until the reactor's next turn (an epoll
+    registration, a wake-up, a send, a deregistration).  FastAGI writes one
+    short line and then waits for its reply, so nothing is ever queued before
+    it: the line goes out at once, and only what the kernel does not take (or
+    an error, which the transport then reports) goes through ``transport``.
+    """
+    if sock is not None:
+        try:
+            sent = sock.send(data)
+        except OSError:  # EAGAIN, or a dead socket the transport will notice
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+
+
 class FastAGIProtocol(LineOnlyReceiver):
-    """One FastAGI connection from Asterisk (see the module docstring)."""
+    """One FastAGI connection from Asterisk (see the module docstring).
+
+    ``log_commands`` logs every command and reply at debug level (sensitive
+    ones redacted); leave it off unless debug logging is on.
+    """
 
     delimiter = b"\n"
     MAX_LENGTH = 16 * 1024
@@ -136,12 +167,14 @@ class FastAGIProtocol(LineOnlyReceiver):
         command_timeout: float = 30.0,
         env_timeout: float = 10.0,
         trace: Callable[[State, State], None] | None = None,
+        log_commands: bool = False,
     ):
         self.state = State.READING_ENV
         self.env: AGIEnvironment | None = None
         self.session: AGISession | None = None
         self.hung_up = False
         self.command_timeout = command_timeout
+        self.log_commands = log_commands
         #: Fires when the handler has finished (after its outcome is logged).
         self.handler_done: Deferred[None] | None = None
         self._handler, self._clock, self._env_timeout, self._trace = handler, clock, env_timeout, trace
@@ -153,6 +186,7 @@ class FastAGIProtocol(LineOnlyReceiver):
         self._hangup_waiters: list[Deferred[None]] = []
         self._close_waiters: list[Deferred[None]] = []
         self._dropping = False
+        self._socket: Any = None
         self._log_fields = {"agi_script": "", "agi_channel": "", "agi_uniqueid": ""}
 
     # --- state and logging helpers
@@ -171,7 +205,9 @@ class FastAGIProtocol(LineOnlyReceiver):
     # --- Twisted hooks
 
     def connectionMade(self) -> None:
-        """Start the timer for the environment block."""
+        """Start the timer for the environment block; note the socket of a plain TCP (or UNIX) connection."""
+        if isinstance(self.transport, tcp.Connection):
+            self._socket = self.transport.getHandle()
         self._env_timer = self._clock.callLater(self._env_timeout, self._env_timed_out)
 
     def lineReceived(self, line: bytes) -> None:
@@ -211,10 +247,12 @@ class FastAGIProtocol(LineOnlyReceiver):
         for command in pending:
             command.settle(AGIHangupError("caller hung up / connection closed"))
         self._mark_hung_up()
+        self._socket = None
         waiters, self._close_waiters = self._close_waiters, []
         for waiter in waiters:
             waiter.callback(None)
-        log.debug("FastAGI: connection closed", **self.log_fields())
+        if self.log_commands:
+            log.debug("FastAGI: connection closed", **self.log_fields())
 
     # --- incoming lines
 
@@ -231,7 +269,8 @@ class FastAGIProtocol(LineOnlyReceiver):
         self._log_fields = {"agi_script": env.script, "agi_channel": env.channel, "agi_uniqueid": env.uniqueid}
         self._set_state(State.READY)
         self.session = AGISession(self)
-        log.debug("FastAGI: session started", env=dict(env), **self.log_fields())
+        if self.log_commands:
+            log.debug("FastAGI: session started", env=dict(env), **self.log_fields())
         self.handler_done = run_handler(self._handler, self.session)
 
     def _reply_line(self, text: str) -> None:
@@ -249,12 +288,13 @@ class FastAGIProtocol(LineOnlyReceiver):
         assert isinstance(event, (AGIReply, AGIFailure))
         self._in_flight = None
         self._set_state(State.READY)
-        log.debug(
-            "FastAGI << {command}: {reply}",
-            command=command.name,
-            reply=REDACTED if command.sensitive else repr(event),
-            **self.log_fields(),
-        )
+        if self.log_commands:
+            log.debug(
+                "FastAGI << {command}: {reply}",
+                command=command.name,
+                reply=REDACTED if command.sensitive else repr(event),
+                **self.log_fields(),
+            )
         command.settle(event if isinstance(event, AGIReply) else event.exception(command.name))
         self._send_next()
 
@@ -328,8 +368,9 @@ class FastAGIProtocol(LineOnlyReceiver):
             self._set_state(State.WAITING_REPLY)
             if math.isfinite(command.timeout):
                 command.timer = self._clock.callLater(command.timeout, self._timed_out, command)
-            log.debug("FastAGI >> {line}", line=command.shown(), command=command.name, **self.log_fields())
-            self.transport.write(command.line)
+            if self.log_commands:
+                log.debug("FastAGI >> {line}", line=command.shown(), command=command.name, **self.log_fields())
+            write_now(self._socket, self.transport, command.line)
 
     def _writable(self) -> bool:
         return not self._dropping and self.transport is not None and not self.transport.disconnecting
@@ -457,7 +498,9 @@ class FastAGIFactory(Factory):
 
     ``clock`` (default: the global reactor) drives the timeouts;
     ``command_timeout`` is the default seconds to wait for a reply,
-    ``env_timeout`` the seconds to wait for the environment block.
+    ``env_timeout`` the seconds to wait for the environment block;
+    ``log_commands`` (settable at any time, for new connections) logs each
+    command and reply at debug level.
     """
 
     protocol = FastAGIProtocol
@@ -469,6 +512,7 @@ class FastAGIFactory(Factory):
         clock: IReactorTime | None = None,
         command_timeout: float = 30.0,
         env_timeout: float = 10.0,
+        log_commands: bool = False,
     ):
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
@@ -476,6 +520,7 @@ class FastAGIFactory(Factory):
         self.clock = clock
         self.command_timeout = command_timeout
         self.env_timeout = env_timeout
+        self.log_commands = log_commands
 
     @classmethod
     def for_scripts(
@@ -486,6 +531,7 @@ class FastAGIFactory(Factory):
 
     def buildProtocol(self, addr: object) -> FastAGIProtocol:
         """A new protocol for one Asterisk connection."""
-        protocol = self.protocol(self.handler, self.clock, self.command_timeout, self.env_timeout)
+        protocol = self.protocol(self.handler, self.clock, self.command_timeout, self.env_timeout,
+                                 log_commands=self.log_commands)
         protocol.factory = self
         return protocol

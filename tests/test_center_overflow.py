@@ -6,7 +6,8 @@ from twisted.internet.task import Clock
 from ctid.acd import ACD, QueueConfig, WaitingCall
 from ctid.agents import AgentBoard
 from ctid.calls import CallModel
-from ctid.center import CallCenter, Delivery
+from ctid.center import CallCenter
+from ctid.delivery import Delivery
 from ctid.routeload import parse_routes
 
 ROUTES = """

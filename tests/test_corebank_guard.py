@@ -171,5 +171,5 @@ def test_trade_recorder_writes_the_trade_log(guard):
     (_, verify), (table, transfer) = sink.rows
     assert table == "trade_log" and verify["kind"] == "verify_signed" and verify["result_code"] == "ok"
     assert transfer["account"] == "**** **** **** 1234" and transfer["amount"] == "1000000000"
-    assert transfer["result_code"] == "insufficient" and transfer["customer_id"] == "C0001"
+    assert transfer["result_code"] == "insufficient_funds" and transfer["customer_id"] == "C0001"
     assert transfer["latency_ms"] == 0 and transfer["currency"] == "CNY"

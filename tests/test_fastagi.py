@@ -27,6 +27,7 @@ from ctid.protocols.fastagi import (
     FastAGIFactory,
     FastAGIProtocol,
     State,
+    write_now,
 )
 
 CAPTURE = Path(__file__).parent / "data" / "captures" / "fastagi.txt"
@@ -61,11 +62,12 @@ def events():
 class Harness:
     """A FastAGIProtocol on a StringTransport and a Clock, with a handler the test controls."""
 
-    def __init__(self, handler=None, env=ENV, command_timeout=30.0, trace=None):
+    def __init__(self, handler=None, env=ENV, command_timeout=30.0, trace=None, log_commands=False):
         self.clock = Clock()
         self.sessions: list[AGISession] = []
         self.finish: Deferred = Deferred()
-        self.protocol = FastAGIProtocol(handler or self._hold, self.clock, command_timeout=command_timeout, trace=trace)
+        self.protocol = FastAGIProtocol(handler or self._hold, self.clock, command_timeout=command_timeout, trace=trace,
+                                        log_commands=log_commands)
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
         if env:
@@ -509,9 +511,30 @@ def test_missing_environment_times_out():
     assert h.transport.disconnecting and h.sessions == []
 
 
+def test_commands_are_not_logged_unless_asked(events):
+    """Without log_commands a whole session's commands and replies emit no log event at all."""
+    h = Harness()
+    d = run(h.session.get_data("menu", 5000, 1))
+    h.feed("200 result=1")
+    assert result_of(d) == ("1", False)
+    h.close()
+    assert events == []
+
+
+def test_commands_and_replies_are_logged_at_debug_when_asked(events):
+    """With log_commands each command and its reply is one debug event naming the command."""
+    h = Harness(log_commands=True)
+    d = run(h.session.stream_file("hello"))
+    h.feed("200 result=0 endpos=8000")
+    assert result_of(d) is None
+    commands = [e for e in events if e.get("command") == "STREAM FILE"]
+    assert [e["log_level"] for e in commands] == [LogLevel.debug, LogLevel.debug]
+    assert 'STREAM FILE "hello" ""' in formatEvent(commands[0]) and "endpos" in formatEvent(commands[1])
+
+
 def test_sensitive_commands_are_redacted_from_logs(events):
     """With sensitive=True neither the arguments nor the reply appear in any log event."""
-    h = Harness()
+    h = Harness(log_commands=True)
     d = run(h.session.get_data("enter-pin-7731", 5000, 6, sensitive=True))
     h.feed("200 result=987654")
     assert result_of(d) == ("987654", False)
@@ -616,6 +639,42 @@ def test_factory_passes_clock_and_timeout():
     d = run(protocol.session.answer())
     clock.advance(5.1)
     failure_of(d, AGITimeoutError)
+
+
+def test_factory_log_commands_applies_to_new_connections():
+    """Turning the factory's log_commands on (a reload to debug) affects the connections made afterwards."""
+    factory = FastAGIFactory(lambda s: Deferred(), clock=Clock())
+    before, _ = _factory_protocol(factory, "bank")
+    factory.log_commands = True
+    after, _ = _factory_protocol(factory, "bank")
+    assert (before.log_commands, after.log_commands) == (False, True)
+
+
+class _Socket:
+    """A socket whose kernel buffer takes at most ``room`` bytes per send, or raises ``error``."""
+
+    def __init__(self, room: int = 1 << 16, error: OSError | None = None):
+        self.room, self.error, self.sent = room, error, b""
+
+    def send(self, data: bytes) -> int:
+        if self.error is not None:
+            raise self.error
+        self.sent += data[: self.room]
+        return min(len(data), self.room)
+
+
+def test_write_now_sends_straight_and_hands_the_rest_to_the_transport():
+    """A line the socket takes whole bypasses the transport; a partial send or an error leaves the rest to it."""
+    transport = StringTransport()
+    whole = _Socket()
+    write_now(whole, transport, b"ANSWER\n")
+    assert (whole.sent, transport.value()) == (b"ANSWER\n", b"")
+    write_now(_Socket(room=3), transport, b"ANSWER\n")
+    assert transport.value() == b"WER\n"
+    transport.clear()
+    write_now(_Socket(error=BlockingIOError()), transport, b"NOOP\n")
+    write_now(None, transport, b"HANGUP\n")
+    assert transport.value() == b"NOOP\nHANGUP\n"
 
 
 # --- real loopback TCP

@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from ctid.adapters.store.engine import make_engine
 from ctid.adapters.store.schema import agent_state_log, all_busy_log, call_legs, call_records, queue_events
 from ctid.calls import CallEnded
-from ctid.client import CTIClient
+from ctid.client import CTIClient, CTIClientError
 from ctid.records import Records
 from tests.e2e import PASSWORD, Daemon, daemon_config, free_port
 
@@ -26,6 +26,11 @@ async def signed_in(daemon, agent):
     await client.call("Login", agent=agent, password=PASSWORD, station=agent)
     await client.call("SetAgentState", state="ready")
     return client, events
+
+
+def states(events):
+    """The agent states the desktop was told about, in order."""
+    return [e.data["state"] for e in events if e.name == "AgentStateChanged"]
 
 
 def rows(daemon, table, **where):
@@ -72,6 +77,24 @@ async def test_a_delivered_call_leaves_its_cdr_agent_log_and_queue_events(daemon
     assert all(s["call_id"] == call_id for s in stretches[2:5])
     legs = await written(daemon, call_legs, "the call's legs", call_id=call_id)
     assert any(leg["agent_id"] == "1002" for leg in legs)
+    await client.close()
+
+
+@pytest.mark.sim(talk_time="2 2")
+@pytest_twisted.ensureDeferred
+async def test_the_agent_classifies_its_call_and_the_record_keeps_the_category(daemon):
+    """SetCallCategory while talking: the call record carries the category; nonsense and no call are refused."""
+    client, events = await signed_in(daemon, "1003")
+    with pytest.raises(CTIClientError, match="no_call: no call to classify"):
+        await client.call("SetCallCategory", category="complaint")
+    trunk = daemon.call_in("13800138005", "95566", script="1", patience=30)
+    await daemon.until(lambda: "talking" in states(events), "the agent to talk")
+    with pytest.raises(CTIClientError, match="bad_request: category must be one of"):
+        await client.call("SetCallCategory", category="rant")
+    result = await client.call("SetCallCategory", category="complaint")
+    assert result == {"call": trunk.linkedid, "category": "complaint"}
+    (record,) = await written(daemon, call_records, "the call record", call_id=trunk.linkedid)
+    assert (record["agent_id"], record["category"]) == ("1003", "complaint")
     await client.close()
 
 

@@ -8,7 +8,8 @@ from ctid.agents import AgentBoard
 from ctid.callevents import CallStarted
 from ctid.callrecords import CallRecorder
 from ctid.calls import CallModel
-from ctid.center import CallCenter, Delivery
+from ctid.center import CallCenter
+from ctid.delivery import Delivery
 from ctid.routeload import parse_routes
 
 ROUTES = """

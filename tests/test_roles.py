@@ -31,7 +31,7 @@ EXPECTED: dict[str, Any] = {
     **dict.fromkeys(("SetAgentState", "SnapshotQueues", "SetAutoAnswer", "AnswerCall", "ClearConnection", "HoldCall",
                      "RetrieveCall", "SendDTMF", "SetCallData", "MakeCall", "PickupCall", "GetIdleAgents",
                      "SingleStepTransfer", "ConsultationCall", "ReconnectCall", "TransferCall", "Survey",
-                     "ConferenceCall", "AddParty", "DropParty",
+                     "ConferenceCall", "AddParty", "DropParty", "SetCallCategory",
                      "StartRecording", "StopRecording", "PauseRecording", "ResumeRecording"), AGENT),
     **dict.fromkeys(("MonitorCall", "SetMonitorMode", "StopMonitor", "ForceRelease", "ForcePause", "ForceLogout",
                      "UnlockAgent", "SetCallPriority", "MoveCall", "SnapshotFloor", "SubscribeFloor",

@@ -168,6 +168,15 @@ def test_first_contact_resolution_window():
     assert first_contact_resolution(answered, LATER, timedelta(days=1)) == 1.0
 
 
+def test_agent_lines_count_complaints_by_the_agents_category_before_the_queue():
+    """A classified call counts by its category (SetCallCategory); an unclassified one by its queue, as before."""
+    classified = [CALLS[0]._replace(category="complaint"), CALLS[2]._replace(category="consultation"),
+                  CALLS[6]._replace(category="transaction"), CALLS[1]]
+    lines = {line.agent_id: line for line in agent_lines(classified, STATES, START, END, DEFINITIONS)}
+    assert (lines["1001"].complaints, lines["1001"].consultations) == (1, 0)  # c1 complaint, c7 a transaction
+    assert (lines["1002"].complaints, lines["1002"].consultations) == (0, 1)  # c3 in complaints, said consultation
+
+
 def test_agent_lines_by_hand():
     """The monthly report's columns for 1001 and 1002."""
     lines = {line.agent_id: line for line in agent_lines(CALLS, STATES, START, END, DEFINITIONS)}

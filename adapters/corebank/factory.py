@@ -58,11 +58,6 @@ class CoreBankService(MultiService):
         self.bank = bank
 
 
-#: Result codes longer than the trade log's 16-character column, shortened.
-_SHORT_RESULTS = {"insufficient_funds": "insufficient", "identity_mismatch": "id_mismatch",
-                  "password_change_not_allowed": "pw_change_denied"}
-
-
 def trade_recorder(records) -> Callable[..., object]:
     """A ``trade_log`` writing each guard record to the trade log (交易流水) through ``records.trade``.
 
@@ -72,7 +67,6 @@ def trade_recorder(records) -> Callable[..., object]:
 
     def record(kind, account_masked, amount_fen, result, latency_ms, channel, at, trade_id, customer_id):
         answered = result not in ("host_timeout", "host_unavailable")
-        result = _SHORT_RESULTS.get(result, result)[:16]
         return records.trade(trade_id, kind, result, account=account_masked[-4:] or None,
                              amount=None if amount_fen is None else Decimal(amount_fen) / 100,
                              currency=None if amount_fen is None else "CNY",

@@ -145,7 +145,8 @@ def _history(rng: random.Random, opening_fen: int, now: datetime, salaried: bool
 def _account_rows(customer: DemoCustomer, account: DemoAccount, ref: str, account_key: str, scrypt_n: int,
                   rng: random.Random, now: datetime) -> tuple[dict, list[dict]]:
     """The account row and its transaction rows (debits that would overdraw are skipped)."""
-    balance, lines = 0, []
+    balance = 0
+    lines: list[dict] = []
     for at, amount, description in _history(rng, account.opening_fen, now, not customer.corporate):
         if balance + amount < 0:
             continue

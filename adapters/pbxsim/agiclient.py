@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
@@ -30,6 +31,7 @@ class FastAgiClientProtocol(LineOnlyReceiver):
 
     delimiter = b"\n"
     MAX_LENGTH = MAX_AGI_LINE
+    transport: ITransport  # set by makeConnection, before connectionMade
 
     def __init__(self, session: AgiSession):
         self.session = session

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ctid.protocols.amiwire import Message, MessageParser, ProtocolViolation, format_message
 
@@ -91,7 +93,8 @@ class AmiSession:
         """Write one message (a response or a list item)."""
         self.proto.write(format_message(pairs))
 
-    def response(self, message: Message, result: str, text: str | None = None, extra: Pairs = ()) -> None:
+    def response(self, message: Message, result: str, text: str | None = None,
+                 extra: Iterable[tuple[str, object]] = ()) -> None:
         """``Response: X`` + ActionID + optional ``Message`` + action headers (astman_send_response_full)."""
         pairs: Pairs = [("Response", result)]
         action_id = message.get("ActionID")
@@ -101,7 +104,7 @@ class AmiSession:
             pairs.append(("Message", text))
         self.send(pairs + list(extra))
 
-    def ack(self, message: Message, text: str | None = None, extra: Pairs = ()) -> None:
+    def ack(self, message: Message, text: str | None = None, extra: Iterable[tuple[str, object]] = ()) -> None:
         self.response(message, "Success", text, extra)
 
     def error(self, message: Message, text: str) -> None:
@@ -115,16 +118,18 @@ class AmiSession:
             pairs.append(("ActionID", action_id))
         self.send(pairs + [("EventList", "start"), ("Message", text)])
 
-    def list_item(self, message: Message, name: str, body: Pairs, action_id_last: bool = False) -> None:
+    def list_item(self, message: Message, name: str, body: Sequence[tuple[str, object]],
+                  action_id_last: bool = False) -> None:
         """A list item event: ``Event`` then ActionID (or ActionID last, as Status does)."""
         action_id = message.get("ActionID")
         tail: Pairs = [("ActionID", action_id)] if action_id else []
         if action_id_last:
-            self.send([("Event", name)] + body + tail)
+            self.send([("Event", name), *body, *tail])
         else:
-            self.send([("Event", name)] + tail + body)
+            self.send([("Event", name), *tail, *body])
 
-    def list_complete(self, message: Message, name: str, count: int, extra: Pairs = ()) -> None:
+    def list_complete(self, message: Message, name: str, count: int,
+                      extra: Iterable[tuple[str, object]] = ()) -> None:
         """The completion event (astman_send_list_complete_start/end)."""
         action_id = message.get("ActionID")
         pairs: Pairs = [("Event", name)]
@@ -152,10 +157,13 @@ class AmiSession:
         self.proto.transport.loseConnection()
 
 
+@implementer(IPushProducer)
 class AmiServerProtocol(Protocol):
     """Frames AMI input, enforces limits, bounds buffered output."""
 
     factory: Any = None
+    #: A TCP or TLS connection (``Protocol`` declares only an optional ``ITransport``, without ``abortConnection``).
+    transport: ITCPTransport
 
     def __init__(self, world: World, settings: SimulatorSettings):
         self.world = world
@@ -170,7 +178,7 @@ class AmiServerProtocol(Protocol):
     def connectionMade(self) -> None:
         if isinstance(self.factory, AmiServerFactory):
             self.factory.connections.add(self)
-        self.transport.registerProducer(self, True)
+        cast(IConsumer, self.transport).registerProducer(self, True)  # TCP transports are consumers
         self.transport.write(BANNER)
         self.world.subscribe(self.session.event)
         self._auth_timer = self.world.clock.callLater(self.settings.ami_auth_timeout, self._auth_timeout)

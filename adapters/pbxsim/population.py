@@ -114,7 +114,7 @@ class Party:
         self.talk_time = talk_time
         self._timers: dict[str, list[IDelayedCall]] = {}
 
-    def later(self, chan: Channel, delay: float, fn, *args) -> None:  # type: ignore[no-untyped-def]
+    def later(self, chan: Channel, delay: float, fn, *args) -> None:
         """Run ``fn(chan, *args)`` after ``delay``; cancelled when ``chan`` hangs up."""
         timers = [t for t in self._timers.get(chan.uniqueid, []) if t.active()]
         timers.append(self.world.clock.callLater(delay, fn, chan, *args))

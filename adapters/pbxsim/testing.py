@@ -107,7 +107,12 @@ class ScriptedPhone:
     def on_bridged(self, chan: Channel, bridge: Any) -> None:
         if self.talk is not None and len(bridge.members) >= 2 and self.world is not None:
             world = self.world
-            world.clock.callLater(self.talk, lambda: chan.bridge is bridge and world.remote_hangup(chan, 16))
+
+            def hang_up() -> None:
+                if chan.bridge is bridge:
+                    world.remote_hangup(chan, 16)
+
+            world.clock.callLater(self.talk, hang_up)
 
 
 class ScriptedCaller:

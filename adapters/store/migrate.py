@@ -64,7 +64,9 @@ def upgrade_connection(connection: Connection, revision: str = "head") -> None:
 
 def head_revision() -> str:
     """The newest revision shipped with this version of ctid."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "ctid ships its migrations"
+    return head
 
 
 def current_revision(bind: Connection | Engine) -> str | None:

@@ -46,6 +46,8 @@ log = Logger()
 
 #: Items of a long list argument pickled and sent at a time.
 SLICE = 64
+#: The child's scheduling niceness: background work, it yields the CPU to the reactor when both want it.
+NICENESS = 10
 
 
 class RemoteDatabaseError(Exception):
@@ -224,4 +226,5 @@ class ProcessDatabasePool(Service):
 
 
 if __name__ == "__main__":
+    os.nice(NICENESS)
     _serve(Connection(int(sys.argv[1])))

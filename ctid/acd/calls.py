@@ -166,6 +166,7 @@ class CallQueue:
     def insert(self, call: WaitingCall) -> None:
         """Queue ``call``: in its city's heap while it waits for a local agent, else in ``open``."""
         call.generation += 1
+        assert call.priority is not None  # set by the ACD's enqueue
         key = call.key = call_key(call.priority, call.seq, call.generation)
         self.added.add(key)
         self.size += 1

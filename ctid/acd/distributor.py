@@ -159,10 +159,14 @@ class ACD(Queries):
         seq = agent.seq = self._avail_seq = self._avail_seq + 1
         live = self._live
         live[seq] = agent
-        for metric, counts, heaps in agent.filing:
-            value = metric(info) if metric is not None else counts.get(agent.agent_id, 0)
+        for metric, counts, filed in agent.filing:
+            if metric is not None:
+                value = metric(info)
+            else:
+                assert counts is not None  # Planner._part files a count table exactly when there is no metric
+                value = counts.get(agent.agent_id, 0)
             tail = ((int(value * 1000) + METRIC_OFFSET) << METRIC_SHIFT) + seq
-            for part, heap in heaps:
+            for part, heap in filed:
                 items = heap.items
                 while items and items[0] & SEQ_MASK not in live:  # sweep the top here, off the decision paths
                     heappop(items)
@@ -170,6 +174,7 @@ class ACD(Queries):
                     heap.compact()
                 heappush(items, part + tail)
         if agent.ring_plan:
+            assert agent.rings is not None  # Planner.plan makes the list along with the ring plan
             file_agent(agent.ring_plan, info, seq, agent.rings)
         return offers
 
@@ -181,6 +186,7 @@ class ACD(Queries):
         if agent.seq:
             self._retire(agent)
         agent.serving = False
+        assert agent.skills is not None  # planned when it started serving
         self._count_serving(agent.skills, -1)
 
     def is_available(self, agent_id: str) -> bool:
@@ -205,6 +211,7 @@ class ACD(Queries):
             agent.serving = True
             self._count_serving(skills, 1)
         elif agent.skills != skills:
+            assert agent.skills is not None  # planned when it started serving
             self._count_serving(agent.skills, -1)
             self._count_serving(skills, 1)
         if agent.skills != skills or agent.city != info.city:
@@ -341,8 +348,11 @@ class ACD(Queries):
             if self._calls.get(call.call_id) is not call:
                 continue
             max_wait = self._queues[call.queue].max_wait
+            assert call.enqueued_at is not None  # set by enqueue
             if max_wait is not None and call.enqueued_at + max_wait == deadline:
-                out.append(self.abandon(call.call_id))
+                abandoned = self.abandon(call.call_id)
+                assert abandoned is call  # it is waiting (checked above)
+                out.append(abandoned)
         return out
 
     def next_deadline(self) -> float | None:
@@ -361,6 +371,7 @@ class ACD(Queries):
                 if agent is not None:
                     return self._offer(queue, call, agent, now)
                 overflow_after = queue.overflow_after
+                assert call.enqueued_at is not None  # set by enqueue
                 if overflow_after is None or now < call.enqueued_at + overflow_after:
                     self._park(queue, call)
                     if overflow_after is not None:
@@ -401,6 +412,7 @@ class ACD(Queries):
         queue.calls.insert(call)
         self._calls[call.call_id] = call
         if queue.max_wait is not None:
+            assert call.enqueued_at is not None  # set by enqueue
             self._deadline(self._expiries, call.enqueued_at + queue.max_wait, call)
 
     def _deadline(self, heap: list[tuple[float, int, WaitingCall]], when: float, call: WaitingCall) -> None:
@@ -416,6 +428,7 @@ class ACD(Queries):
         """The offer of ``call`` to ``agent`` (reserved), noted by the queue's index."""
         if queue.picked is not None:
             queue.picked(agent.agent_id)
+        assert call.enqueued_at is not None  # set by enqueue
         return _new_tuple(Offer, (call, agent.agent_id, queue.name, now - call.enqueued_at))
 
     def _promote(self, now: float) -> list[Offer]:
@@ -426,6 +439,7 @@ class ACD(Queries):
             if self._calls.get(call.call_id) is not call or call.overflowed:
                 continue
             queue = self._queues[call.queue]
+            assert call.enqueued_at is not None  # set by enqueue
             if queue.overflow_after is None or call.enqueued_at + queue.overflow_after != deadline:
                 continue
             queue.calls.open_up(call)

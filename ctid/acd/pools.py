@@ -230,6 +230,7 @@ class RingIndex:
     def _add(self, ring: Ring, entry: tuple[int, str, int], rings: list) -> None:
         if 4 * ring.dead > len(ring) + 16:
             live = self.live
+            assert live is not None  # entries only die with a live table
             kept = [e for e in ring if e[2] in live]
             ring.clear()
             ring.update(kept)

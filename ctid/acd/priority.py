@@ -104,13 +104,13 @@ def _compile(
                 if priority > best and data.get(key) == value:
                     best = priority
         if numbers:
-            priority = numbers.get(number)
-            if priority is not None and priority > best:
-                best = priority
+            found = numbers.get(number)
+            if found is not None and found > best:
+                best = found
         for length in lengths:
-            priority = prefixes.get(number[:length])
-            if priority is not None and priority > best:
-                best = priority
+            found = prefixes.get(number[:length])
+            if found is not None and found > best:
+                best = found
         for rule in general:
             if rule.priority > best and rule.matches(number, data):
                 best = rule.priority

@@ -54,7 +54,7 @@ class QueueRecord:
         heap = isinstance(index, HeapIndex)
         self.agents: list[int] | None = index.everyone.items if heap else None
         self.best: Callable[[], int | None] = index.everyone.top if heap else index.best
-        counting = not heap or index.metric is None
+        counting = not isinstance(index, HeapIndex) or index.metric is None
         self.picked: Callable[[str], None] | None = index.picked if counting else None
 
 
@@ -188,12 +188,15 @@ class Planner:
     def _part(self, key: tuple[str, int, str]) -> _Part:
         group, level, city = key
         part = level_key(level)
-        metric_heaps, counted, rings, watch = [], [], [], []
+        metric_heaps: list[tuple[Metric, tuple[tuple[int, AgentHeap], ...]]] = []
+        counted: list[Filing] = []
+        rings: list[tuple[RingIndex, int]] = []
+        watch: list[tuple[dict, tuple[list[int], ...]]] = []
         for index in self._indexes.get(group, ()):
             if isinstance(index, RingIndex):
                 rings.append((index, part))
                 continue
-            heaps = ((part, index.everyone),)
+            heaps: tuple[tuple[int, AgentHeap], ...] = ((part, index.everyone),)
             if index.local:
                 heaps += ((part, index.city_heap(city)),)
             if index.metric is None:
@@ -202,7 +205,7 @@ class Planner:
                 metric_heaps.append((index.metric, heaps))
         for limit, pool in self._pools.get(group, ()):
             if part < limit:
-                heaps = (pool.open.items, pool.city_heap(city).items) if pool.local else (pool.open.items,)
-                watch.append((pool.live, heaps))
+                call_heaps = (pool.open.items, pool.city_heap(city).items) if pool.local else (pool.open.items,)
+                watch.append((pool.live, call_heaps))
         result = self._parts[key] = (tuple(metric_heaps), tuple(counted), tuple(rings), tuple(watch))
         return result

@@ -56,9 +56,10 @@ class IVREngine(Service):
 
     @classmethod
     def from_settings(cls, settings: Any, bank: ICoreBanking | None, clock: IReactorTime,
-                      hooks: IVRHooks | None = None) -> IVREngine:
-        """An engine for the ``[ivr]`` settings (a :class:`ctid.config.IVRSettings` with its flows loaded)."""
-        return cls(settings.library, bank, clock, hooks=hooks, default_language=settings.default_language,
+                      hooks: IVRHooks | None = None, tts: ITextToSpeech | None = None) -> IVREngine:
+        """An engine for the ``[ivr]`` settings (a :class:`ctid.config.IVRSettings` with its flows loaded), speaking
+        text with ``tts`` when given."""
+        return cls(settings.library, bank, clock, hooks=hooks, tts=tts, default_language=settings.default_language,
                    operation_timeout=settings.operation_timeout, voice_dir=settings.voice_dir)
 
     def configure(self, settings: Any) -> None:

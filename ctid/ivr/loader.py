@@ -57,8 +57,9 @@ def _nodes(path: str, data: dict[str, Any], into: dict[str, Node]) -> None:
         into[name] = Node(name, fields.pop("type"), path, MappingProxyType(fields))
 
 
-def load_flow(path: str, manifest: PromptManifest) -> tuple[Flow, list[str]]:
-    """Read and validate the flow at ``path``; returns it and the files it included."""
+def load_flow(path: str, manifest: PromptManifest, speech: frozenset[str] = frozenset()) -> tuple[Flow, list[str]]:
+    """Read and validate the flow at ``path`` (``speech``: the languages TTS speaks); returns it and the files it
+    included."""
     data = _read(path)
     for key in ("flow", "start"):
         if not isinstance(data.get(key), str) or not _NAME.match(data[key]):
@@ -82,12 +83,13 @@ def load_flow(path: str, manifest: PromptManifest) -> tuple[Flow, list[str]]:
         _nodes(full, extra, nodes)
         included.append(os.path.abspath(full))
     flow = Flow(data["flow"], path, data["start"], data.get("agent"), tuple(languages), MappingProxyType(nodes))
-    validate(flow, manifest)
+    validate(flow, manifest, speech)
     return flow, included
 
 
-def load_library(directory: str, manifest_path: str) -> FlowLibrary:
-    """Every flow in ``directory``, checked against the manifest at ``manifest_path``."""
+def load_library(directory: str, manifest_path: str, speech: frozenset[str] = frozenset()) -> FlowLibrary:
+    """Every flow in ``directory``, checked against the manifest at ``manifest_path`` and the languages text to
+    speech speaks (``speech``, none by default)."""
     manifest = load_manifest(manifest_path)
     try:
         names = sorted(name for name in os.listdir(directory) if name.endswith((".yaml", ".yml")))
@@ -101,7 +103,7 @@ def load_library(directory: str, manifest_path: str) -> FlowLibrary:
         if "flow" not in _read(path):
             parts.append(path)
             continue
-        flow, files = load_flow(path, manifest)
+        flow, files = load_flow(path, manifest, speech)
         if flow.name in flows:
             raise FlowError(path, f"flow {flow.name!r} is also defined in {flows[flow.name].file}")
         flows[flow.name] = flow

@@ -255,13 +255,20 @@ _SPEAKERS = {
 
 
 async def _text(call: IVRCall, item: dict[str, Any], rt: Runtime) -> list[str]:
-    """Dynamic text: spoken by the TTS engine where one is configured, else the fallback prompt (if any)."""
+    """Dynamic text: spoken by the TTS engine where one is configured (and the call is in the text's
+    ``language``, if the item names one), else the recorded fallback: ``fallback_key``'s prompt
+    ``prefix+value`` when the manifest has it, then ``fallback``."""
     text = call.value(item["text"])
-    if rt.tts is not None and text:
+    if rt.tts is not None and text and item.get("language", call.language) == call.language:
         speaking = rt.tts.synthesize(str(text), call.language)
         speaking.addTimeout(rt.operation_timeout, rt.clock)
         try:
             return [await speaking]
         except Exception:
             log.failure("IVR: text to speech failed; using the fallback prompt", level=LogLevel.warn)
+    if "fallback_key" in item:
+        key = call.value(item["fallback_key"])
+        name = f"{item['prefix']}{str(key).lower()}"
+        if key is not None and name in rt.manifest:
+            return [rt.file(call, name)]
     return [rt.file(call, item["fallback"])] if "fallback" in item else []

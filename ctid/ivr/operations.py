@@ -158,6 +158,7 @@ async def change_password(call: IVRCall, bank: ICoreBanking) -> str | None:
 
 @operation("report_loss", "identity_mismatch")
 async def report_loss(call: IVRCall, bank: ICoreBanking) -> str | None:
+    assert call.banking is not None  # needs a session: run on verified calls only
     if call.banking.signed:
         call.vars["loss"] = await bank.report_loss(call.banking)
         return None
@@ -171,6 +172,7 @@ async def report_loss(call: IVRCall, bank: ICoreBanking) -> str | None:
 @operation("transfer", "insufficient_funds not_signed no_such_account")
 async def transfer(call: IVRCall, bank: ICoreBanking) -> str | None:
     last4 = str(call.vars.get("to_last4", ""))
+    assert call.banking is not None  # needs a session: run on verified calls only
     own = [account for account in call.banking.accounts[1:] if account.masked.endswith(last4)]
     if len(last4) != 4 or len(own) != 1:
         return "no_such_account"

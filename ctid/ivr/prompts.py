@@ -7,8 +7,9 @@ text a TTS engine would read), and the pieces :mod:`ctid.ivr.say` joins into
 numbers, amounts and dates.  :func:`load_manifest` checks it whole: a prompt
 missing in one language, or a number piece missing, is an error naming it.
 
-Text to speech sits behind :class:`ITextToSpeech`; ctid ships no engine, so
-dynamic text (a policy's title) is spoken only where a deployment plugs one in.
+Text to speech sits behind :class:`ITextToSpeech`: dynamic text (a product's
+introduction, a policy) is spoken by it where ``[ivr] tts`` configures one
+(:mod:`ctid.ivr.tts`, espeak-ng), else by its recorded fallback prompt.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 from dataclasses import dataclass
 
 import yaml
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from ctid.ivr import say
 from ctid.ivr.model import FlowError
@@ -26,8 +27,11 @@ from ctid.ivr.model import FlowError
 class ITextToSpeech(Interface):
     """A speech synthesiser for text no recorded prompt covers."""
 
+    languages = Attribute("The languages (frozenset of manifest language codes) it speaks.")
+
     def synthesize(text, language):
-        """Fires with the name of a sound file (as STREAM FILE takes it) speaking ``text`` in ``language``."""
+        """Fires with the name of a sound file (as STREAM FILE takes it: no extension) speaking ``text`` in
+        ``language``; fails when the text cannot be rendered (refused, timed out, engine failure)."""
 
 
 @dataclass(frozen=True)

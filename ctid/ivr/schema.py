@@ -157,11 +157,26 @@ def _items(node: Node, field: str, value: Any) -> None:
         if kind == "sign":
             for key in ("minus", "plus"):
                 _name(node, f"items: #{index}: {key}", item.get(key))
-        if "fallback" in item:
-            _name(node, f"items: #{index}: fallback", item["fallback"])
+        if kind == "text":
+            _text_options(node, index, item)
 
 
-_ITEM_OPTIONS = {"key": {"prefix"}, "text": {"fallback"}, "sign": {"minus", "plus"}}
+def _text_options(node: Node, index: int, item: dict[str, Any]) -> None:
+    """A text item's recorded fallbacks (``fallback``, ``fallback_key`` + ``prefix``) and its ``language``."""
+    where = f"items: #{index}"
+    if "fallback" in item:
+        _name(node, f"{where}: fallback", item["fallback"])
+    if "fallback_key" in item:
+        _path(node, f"{where}: fallback_key", item["fallback_key"])
+        _name(node, f"{where}: prefix", item.get("prefix"))
+    elif "prefix" in item:
+        raise _fail(node, f"{where}: prefix: only with fallback_key (the prompt prefix+value)")
+    if "language" in item:
+        _name(node, f"{where}: language", item["language"])
+
+
+_ITEM_OPTIONS = {"key": {"prefix"}, "text": {"fallback", "fallback_key", "prefix", "language"},
+                 "sign": {"minus", "plus"}}
 
 FIELD_CHECKS: dict[str, Callable[[Node, str, Any], Any]] = {
     "prompt": _name, "invalid": _name, "empty": _name, "label": _name, "store": _name, "var": _path,

@@ -28,8 +28,13 @@ def edges(flow: Flow, node: Node) -> Iterator[tuple[str, str]]:
         yield "on_fail (agent)", flow.agent
 
 
-def validate(flow: Flow, manifest: PromptManifest) -> None:
-    """Raise :class:`FlowError` for the first problem found in ``flow``."""
+def validate(flow: Flow, manifest: PromptManifest, speech: frozenset[str] = frozenset()) -> None:
+    """Raise :class:`FlowError` for the first problem found in ``flow``.
+
+    ``speech``: the languages the configured text-to-speech engine speaks
+    (none without one); a ``text`` item needs a recorded fallback unless the
+    engine speaks it on every call of the flow.
+    """
     for language in flow.languages:
         if language not in manifest.languages:
             raise FlowError(flow.file, f"language {language!r} is not in the prompt manifest {manifest.path}")
@@ -39,6 +44,7 @@ def validate(flow: Flow, manifest: PromptManifest) -> None:
     for node in flow.nodes.values():
         schema.check_fields(node)
         _check_node(flow, node, manifest)
+        _check_text(flow, node, speech)
     _check_reachable(flow)
     _check_loops(flow)
 
@@ -65,6 +71,24 @@ def _check_node(flow: Flow, node: Node, manifest: PromptManifest) -> None:
     language = node.get("values", {}).get("language") if node.type == "set" else None
     if language is not None and language not in flow.languages:
         raise FlowError(node.where, f"values: language {language!r} is not one of the flow's languages")
+
+
+def _check_text(flow: Flow, node: Node, speech: frozenset[str]) -> None:
+    """Text said by TTS only where configured: without a recorded fallback it must be spoken on every call."""
+    for index, item in enumerate(node.get("items", ()) if node.type == "say" else (), 1):
+        if "text" not in item:
+            continue
+        language = item.get("language")
+        if language is not None and language not in flow.languages:
+            raise FlowError(node.where, f"items: #{index}: language {language!r} is not one of the flow's languages")
+        if "fallback" in item or "fallback_key" in item:
+            continue
+        spoken_in = {language} if language is not None else set(flow.languages)
+        unspoken = sorted(set(flow.languages) - (spoken_in & speech))
+        if unspoken:
+            reason = "[ivr] tts is none" if not speech else f"text to speech will not say it in {unspoken[0]}"
+            raise FlowError(node.where, f"items: #{index}: text needs a recorded fallback or fallback_key "
+                                        f"({reason})")
 
 
 def _check_reachable(flow: Flow) -> None:
