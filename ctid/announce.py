@@ -17,8 +17,9 @@ hands the caller straight to queue ``Q`` (the default queue without it).
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.logger import Logger
 
@@ -91,7 +92,7 @@ class WaitScripts:
         self.clock = clock
         self.spool = spool
 
-    def scripts(self) -> dict[str, object]:
+    def scripts(self) -> dict[str, Callable[[Any], Awaitable[None]]]:
         """The FastAGI script table entries."""
         return {"wait": self.wait, "voicemail": self.voicemail, "queue": self.queue}
 

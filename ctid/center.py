@@ -41,7 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ctid.acd import ACD, AgentInfo, Offer, WaitingCall
-from ctid.agents import AgentBoard
+from ctid.agents import Agent, AgentBoard
 from ctid.agentstate import AgentRecord, AgentStateError
 from ctid.announce import VoiceMessage
 from ctid.calls import (
@@ -103,7 +103,7 @@ class CallCenter(WaitingRoom, Service):
         self.deliveries: dict[str, Delivery] = {}
         self.on_expired: list[Callable[[str, str], None]] = []  # (call id, queue): it waited past max_wait
         self.direct: dict[str, tuple[str, str]] = {}  # agent's channel uniqueid -> (agent_id, call_id)
-        self._handlers = {
+        self._handlers: dict[type, Callable[[Any], None]] = {
             VariableSet: self._on_variable,
             LegAdded: self._on_leg,
             CallAnswered: self._on_answered,
@@ -163,7 +163,7 @@ class CallCenter(WaitingRoom, Service):
         if not record.available:
             self.acd.agent_unavailable(record.agent_id)
             return
-        agent = self.board.get(record.agent_id)
+        agent = self._agent(record.agent_id)
         stats = agent.stats
         info = AgentInfo(agent.agent_id, agent.skills, agent.city or "", stats.idle_since or self.clock.seconds(),
                          stats.answered, stats.talk_time_total, stats.idle_time_total, stats.idle_periods)
@@ -287,7 +287,7 @@ class CallCenter(WaitingRoom, Service):
             return
         self._cancel_timer(delivery)
         delivery.agent_id = agent_id
-        station = self.board.get(agent_id).station
+        station = self._agent(agent_id).station
         Deferred.fromCoroutine(self._pop(agent_id, offer)).addErrback(
             lambda failure: log.failure("screen pop for call {call_id} failed", failure, call_id=call_id))
         log.info("call {call_id} offered to agent {agent} on {station} after {waited:.1f}s",
@@ -357,6 +357,12 @@ class CallCenter(WaitingRoom, Service):
         else:
             self._plan_announcement(delivery)
 
+    def _agent(self, agent_id: str) -> Agent:
+        """The board's agent ``agent_id``, who is known to it (it holds or was offered a call)."""
+        agent = self.board.get(agent_id)
+        assert agent is not None
+        return agent
+
     def _release(self, agent_id: str, call_id: str) -> None:
         try:
             self.board.offer_cancelled(agent_id, call_id)
@@ -404,7 +410,7 @@ class CallCenter(WaitingRoom, Service):
 
     def _on_answered(self, event: CallAnswered) -> None:
         for agent_id, call_id in list(self.direct.values()):
-            if call_id == event.call_id and self.board.get(agent_id).state.value == "ringing":
+            if call_id == event.call_id and self._agent(agent_id).state.value == "ringing":
                 try:
                     self.board.answered(agent_id, call_id)
                 except AgentStateError as e:
@@ -415,7 +421,7 @@ class CallCenter(WaitingRoom, Service):
         delivery.answered_at = event.at
         waited = event.at - (delivery.waiting.enqueued_at or event.at)
         self.acd.call_answered(delivery.waiting.queue, waited)
-        if self.board.get(delivery.agent_id).state.value == "reserved":
+        if self._agent(delivery.agent_id).state.value == "reserved":
             self._signal(self.board.ringing, delivery)
         self._signal(self.board.answered, delivery)
         log.info("call {call_id} answered by agent {agent}", call_id=event.call_id, agent=delivery.agent_id)
@@ -542,7 +548,7 @@ class CallCenter(WaitingRoom, Service):
         if delivery is None or delivery.agent_id is None or delivery.answered_at is not None:
             return
         delivery.answered_at = at
-        if self.board.get(delivery.agent_id).state.value == "reserved":
+        if self._agent(delivery.agent_id).state.value == "reserved":
             self._signal(self.board.ringing, delivery)
         self._signal(self.board.answered, delivery)
 

@@ -41,7 +41,7 @@ from ctid.center import CallCenter
 from ctid.conference_parties import AGENT, CUSTOMER, NUMBER, Conference, Party
 from ctid.contexts import OUT_CONTEXT
 from ctid.interfaces import IPBX, PBXError
-from ctid.protocols.ctiapi import CTIError, CTISession
+from ctid.protocols.ctiapi import CTIError, CTISession, require_login
 from ctid.transfers_calls import (
     OwnCall,
     bridged_peer,
@@ -117,7 +117,8 @@ class ConferenceCalls:
         """Call an agent or a number into the agent's conference."""
         conference = self._owned(session, args)
         kind, value = target(args, ("agent", "number"))
-        me = self.board.get(session.identity["agent"])
+        me = self.board.get(require_login(session)["agent"])
+        assert me is not None  # _owned found the agent
         if kind == AGENT and any(p.agent_id == value for p in conference.parties.values()):
             raise CTIError("already_in_conference", f"agent {value} is in the conference already")
         other = self._reserve(value, me, conference.call_id) if kind == AGENT else None
@@ -225,7 +226,7 @@ class ConferenceCalls:
 
     def _owned(self, session: CTISession, args: dict[str, Any]) -> Conference:
         """The conference of the agent's call, which the agent must own."""
-        agent = self.board.get(session.identity["agent"])
+        agent = self.board.get(require_login(session)["agent"])
         call_id = args.get("call", agent.call_id if agent else None)
         if call_id is not None and (not isinstance(call_id, str) or len(call_id) > 128):
             raise CTIError("bad_request", "call must be a call id (string)")
@@ -284,7 +285,7 @@ class ConferenceCalls:
 
     def _audit(self, session: CTISession, action: str, call_id: str, detail: str) -> None:
         if self.records is not None:
-            self.records.audit(session.identity["agent"], "agent", session.peer, action, call_id, "ok", detail)
+            self.records.audit(require_login(session)["agent"], "agent", session.peer, action, call_id, "ok", detail)
 
     # -- following the conferences -------------------------------------------------------------------------
 

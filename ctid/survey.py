@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from ctid.calls import CallEnded, CallModel, LegRemoved, VariableSet
 from ctid.contexts import IVR_CONTEXT
 from ctid.interfaces import IPBX, PBXError
-from ctid.protocols.ctiapi import CTIError, CTISession
+from ctid.protocols.ctiapi import CTIError, CTISession, require_login
 from ctid.recording import agent_call, customer_leg
 from ctid.recordingsettings import RecordingSettings
 
@@ -62,7 +62,7 @@ class SurveyDesk:
         """Hand the caller of the agent's call to the survey (the agent's leg ends)."""
         if self.settings.survey == "off":
             raise CTIError("survey_disabled", "the satisfaction survey is off ([recording] survey)")
-        agent_id = session.identity["agent"]
+        agent_id = require_login(session)["agent"]
         call_id = agent_call(self.board, self.model, session, args)
         survey = await self.send(call_id, agent_id)
         return {"call": call_id, "flow": self.settings.survey_flow, "channel": survey.channel}

@@ -38,7 +38,7 @@ from ctid.calls import CallModel, CallTransferred, LegAdded, LegRemoved
 from ctid.center import CallCenter
 from ctid.contexts import DELIVER_CONTEXT, IVR_CONTEXT, OUT_CONTEXT, WAIT_CONTEXT
 from ctid.interfaces import IPBX, PBXError
-from ctid.protocols.ctiapi import CTIError, CTISession
+from ctid.protocols.ctiapi import CTIError, CTISession, require_login
 from ctid.transfers_calls import (
     OwnCall,
     bridged_peer,
@@ -94,7 +94,7 @@ class CallTransfers:
         group = args.get("group")
         if group is not None and (not isinstance(group, str) or not group or len(group) > 64):
             raise CTIError("bad_request", "group must be a skill group name")
-        agents = idle_agents(self.board, group, session.identity["agent"])
+        agents = idle_agents(self.board, group, require_login(session)["agent"])
         return {"agents": [{"agent": a.agent_id, "name": a.name, "station": a.station, "skills": dict(a.skills),
                             "city": a.city, "idle_since": a.stats.idle_since} for a in agents]}
 
@@ -232,7 +232,7 @@ class CallTransfers:
 
     def _audit(self, session: CTISession, action: str, call_id: str, detail: str) -> None:
         if self.records is not None:
-            self.records.audit(session.identity["agent"], "agent", session.peer, action, call_id, "ok", detail)
+            self.records.audit(require_login(session)["agent"], "agent", session.peer, action, call_id, "ok", detail)
 
     # -- following the calls -------------------------------------------------------------------------------
 
@@ -249,8 +249,8 @@ class CallTransfers:
         if consult is None or consult.leg is not None:
             return
         if consult.target_agent is not None:
-            station = self.board.get(consult.target_agent).station
-            if event.channel.startswith(station + "-"):
+            target = self.board.get(consult.target_agent)
+            if target is not None and event.channel.startswith(target.station + "-"):
                 consult.leg = event.uniqueid
                 self._signal(self.board.ringing, consult.target_agent, consult.call_id)
         elif event.channel.startswith(f"Local/{consult.number}@{OUT_CONTEXT}-") and event.channel.endswith(";1"):
@@ -298,8 +298,9 @@ class CallTransfers:
             self._signal(self.board.answered, consult.target_agent, call_id)
         delivery = self.center.deliveries.get(call_id)
         if delivery is not None and delivery.agent_id is not None and delivery.answered_at is None:
-            station = self.board.get(delivery.agent_id).station
-            if any(connected_leg(self.model, c) for c in call.channels.values() if c.name.startswith(station + "-")):
+            agent = self.board.get(delivery.agent_id)
+            if agent is not None and any(connected_leg(self.model, c) for c in call.channels.values()
+                                         if c.name.startswith(agent.station + "-")):
                 self.center.connected(call_id, self.clock.seconds())
 
     def _withdraw(self, agent_id: str, answered: bool = False) -> None:

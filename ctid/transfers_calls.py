@@ -16,7 +16,7 @@ from ctid.callevents import UP, Call
 from ctid.calls import CallModel, Channel
 from ctid.contexts import HIDDEN_VARIABLES
 from ctid.customers import redact
-from ctid.protocols.ctiapi import CTIError, CTISession
+from ctid.protocols.ctiapi import CTIError, CTISession, require_login
 
 TARGET_KINDS = ("agent", "group", "queue", "flow", "number")
 _NUMBER = re.compile(r"\+?[0-9]{1,32}\Z")
@@ -42,7 +42,7 @@ def own_call(session: CTISession, args: dict[str, Any], board: AgentBoard, model
 
     With ``connected`` the agent's leg must be up in a bridge (talking).
     """
-    agent = board.get(session.identity["agent"])
+    agent = board.get(require_login(session)["agent"])
     call_id = args.get("call", agent.call_id if agent else None)
     if call_id is not None and (not isinstance(call_id, str) or len(call_id) > 128):
         raise CTIError("bad_request", "call must be a call id (string)")

@@ -10,7 +10,8 @@ ACD, board and switch, so it is only ever mixed into ``CallCenter``.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -21,6 +22,13 @@ from ctid.announce import VoiceMessage, WaitInfo
 from ctid.calls import OriginateFailed
 from ctid.contexts import ANNOUNCE_CONTEXT, OUT_CONTEXT, WAIT_CONTEXT
 from ctid.delivery import Delivery
+from ctid.waitpolicy import WaitPolicy
+
+if TYPE_CHECKING:
+    from ctid.acd import ACD
+    from ctid.agents import Agent, AgentBoard
+    from ctid.calls import CallModel
+    from ctid.interfaces import IPBX
 
 log = Logger()
 
@@ -32,16 +40,26 @@ ANNOUNCEMENT_LIMIT = 90.0
 class WaitingRoom:
     """Waiting callers' side of the call center (mixed into :class:`~ctid.center.CallCenter`)."""
 
+    # What it uses of CallCenter, for the type checker only.
     deliveries: dict[str, Delivery]
-    acd: Any
-    board: Any
-    pbx: Any
-    model: Any
+    acd: ACD
+    board: AgentBoard
+    pbx: IPBX
+    model: CallModel
     clock: Any
     by_channel: dict[str, str]
     mailboxes: dict[str, tuple[str, str, str]]
-    wait_policy: Any
-    on_voice_message: Any
+    wait_policy: Callable[[str], WaitPolicy]
+    on_voice_message: Callable[[VoiceMessage], object] | None
+
+    if TYPE_CHECKING:
+        def _cancel_timer(self, delivery: Delivery) -> None: ...
+        def _send_to_agent(self, delivery: Delivery, station: str) -> None: ...
+        def _forget(self, delivery: Delivery) -> None: ...
+        def _requeue(self, delivery: Delivery) -> None: ...
+        def _release(self, agent_id: str, call_id: str) -> None: ...
+        def _agent(self, agent_id: str) -> Agent: ...
+        async def _pop(self, agent_id: str, offer: Offer) -> None: ...
 
     def _plan_announcement(self, delivery: Delivery, delay: float | None = None) -> None:
         policy = self.wait_policy(delivery.waiting.queue)
@@ -64,8 +82,10 @@ class WaitingRoom:
     def waiting_info(self, channel: str) -> WaitInfo | None:
         """For the ``wait`` script: the waiting call on ``channel``, its place and estimated wait."""
         call_id = self.by_channel.get(channel)
-        delivery = self.deliveries.get(call_id) if call_id is not None else None
-        position = self.acd.position(call_id) if call_id is not None else None
+        if call_id is None:
+            return None
+        delivery = self.deliveries.get(call_id)
+        position = self.acd.position(call_id)
         if delivery is None or position is None:
             return None
         queue = delivery.waiting.queue
@@ -150,7 +170,7 @@ class WaitingRoom:
         self.by_channel[channel.name] = delivery.waiting.call_id
         log.info("call-back {call_id}: the customer answered; ringing agent {agent}",
                  call_id=delivery.waiting.call_id, agent=delivery.agent_id)
-        self._send_to_agent(delivery, self.board.get(delivery.agent_id).station)
+        self._send_to_agent(delivery, self._agent(delivery.agent_id).station)
 
     def _on_originate_failed(self, event: OriginateFailed) -> None:
         delivery = self.deliveries.get(event.uniqueid or "")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = Logger(namespace="ctid.pbxsim")
 Handler = Callable[["AmiSession", Message], "Deferred[object] | None"]
-ACTIONS: dict[str, tuple[str, str, Handler]] = {}
+ACTIONS: dict[str, tuple[str, str, str]] = {}  # action -> (name, privilege, synopsis)
 PRE_LOGIN = ("login", "challenge", "logoff")
 
 

@@ -26,7 +26,8 @@ def originate(session: AmiSession, message: Message) -> Deferred[object] | None:
     app, priority_text = header(message, "Application"), header(message, "Priority")
     timeout_text = header(message, "Timeout")
     if not channel:
-        return session.error(message, "Channel not specified")
+        session.error(message, "Channel not specified")
+        return None
     priority = 1
     if priority_text:
         if re.match(r"^-?\d+$", priority_text):
@@ -34,23 +35,29 @@ def originate(session: AmiSession, message: Message) -> Deferred[object] | None:
         else:
             match = world.dialplan.match(context, exten)
             if match is None or priority_text not in match.labels:
-                return session.error(message, "Invalid priority")
+                session.error(message, "Invalid priority")
+                return None
             priority = match.labels[priority_text]
     timeout = 30000
     if timeout_text:
         if not re.match(r"^-?\d+$", timeout_text):
-            return session.error(message, "Invalid timeout")
+            session.error(message, "Invalid timeout")
+            return None
         timeout = int(timeout_text)
     if "/" not in channel:
-        return session.error(message, "Invalid channel")
+        session.error(message, "Invalid channel")
+        return None
     for key in ("ChannelId", "OtherChannelId"):
         if len(header(message, key)) > 149:
-            return session.error(message, "Uniqueid length exceeds maximum of 149")
+            session.error(message, "Uniqueid length exceeds maximum of 149")
+            return None
     if not app:
         if not exten or not context:
-            return session.error(message, "Originate with 'Exten' requires 'Context' and 'Priority'")
+            session.error(message, "Originate with 'Exten' requires 'Context' and 'Priority'")
+            return None
         if not world.dialplan.exists(context, exten, priority):
-            return session.error(message, "Extension does not exist.")
+            session.error(message, "Extension does not exist.")
+            return None
     num, name = parse_callerid(message.get("CallerID") or "")
     variables = []
     for line in message.getall("Variable"):
@@ -113,8 +120,8 @@ def redirect(session: AmiSession, message: Message) -> None:
     # released first, so its peer's Dial ending does not hang it up; both go where they were sent.
     moves = sorted([(chan, context, exten, priority), (extra, e_context, e_exten, e_priority)],
                    key=lambda move: move[0].running)
-    for target, *where in moves:
-        world.redirect(target, *where)
+    for target, where_context, where_exten, where_priority in moves:
+        world.redirect(target, where_context, where_exten, where_priority)
     return None
 
 
@@ -145,9 +152,9 @@ def hangup(session: AmiSession, message: Message) -> None:
             return session.error(message, "Invalid regex")
         session.list_start(message, "Channels hung up will follow")
         victims = [c for c in world.live() if pattern.search(c.name)]
-        for chan in victims:
-            session.list_item(message, "ChannelHungup", [("Channel", chan.name)])
-            world.request_hangup(chan, cause or 16)
+        for victim in victims:
+            session.list_item(message, "ChannelHungup", [("Channel", victim.name)])
+            world.request_hangup(victim, cause or 16)
         session.list_complete(message, "ChannelsHungupListComplete", len(victims))
         return None
     chan = world.find(name) if name in world.channels else None

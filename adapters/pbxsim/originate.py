@@ -55,7 +55,7 @@ def parse_callerid(text: str) -> tuple[str, str]:
 class Originate:
     """One asynchronous originate; ``respond(pairs)`` receives the OriginateResponse body."""
 
-    def __init__(self, world: World, req: OriginateRequest, respond: Callable[[list[tuple[str, object]]], None]):
+    def __init__(self, world: World, req: OriginateRequest, respond: Callable[[list[tuple[str, object]]], object]):
         self.world = world
         self.req = req
         self.respond = respond

@@ -94,7 +94,7 @@ class IVRCall:
     language: str
     node: str = ""
     vars: dict[str, Any] = field(default_factory=dict)
-    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    secrets: dict[str, Any] = field(default_factory=dict, repr=False)
     path: list[str] = field(default_factory=list)
     menu: str = ""
     ending: str = "completed"

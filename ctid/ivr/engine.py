@@ -49,7 +49,8 @@ class IVREngine(Service):
         self.bank = bank
         self.hooks = hooks or IVRHooks()
         self.default_language = default_language
-        self._settings = dict(clock=clock, operation_timeout=operation_timeout, voice_dir=voice_dir, tts=tts)
+        self._settings: dict[str, Any] = dict(clock=clock, operation_timeout=operation_timeout, voice_dir=voice_dir,
+                                              tts=tts)
         self._router: Any = None
         #: Calls running now, by channel unique id.
         self.calls: dict[str, IVRCall] = {}
@@ -139,8 +140,8 @@ class IVREngine(Service):
             log.warn("IVR: flow {flow} stopped at {node}: {error}", flow=call.flow.name, node=call.node,
                      error=str(error), **session.log_fields())
         else:
-            log.failure("IVR: flow {flow} failed at {node}", flow=call.flow.name, node=call.node,
-                        **session.log_fields())
+            log.failure("IVR: flow {flow} failed at {node}", None, LogLevel.critical, flow=call.flow.name,
+                        node=call.node, **session.log_fields())
         if session.hung_up:
             return
         try:

@@ -9,6 +9,7 @@ Deferred, each with a timeout.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -244,7 +245,7 @@ def _item_pieces(call: IVRCall, node: Node, item: dict[str, Any], rt: Runtime) -
     return _SPEAKERS[kind](value, call.language)
 
 
-_SPEAKERS = {
+_SPEAKERS: dict[str, Callable[[Any, str], list[str]]] = {
     "number": lambda value, language: say.number(int(value), language),
     "digits": lambda value, language: say.digits(str(value), language),
     "money": lambda value, language: say.money(abs(int(value)), language),

@@ -33,14 +33,15 @@ policy                      policy_code                                      pol
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from ctid import banking
 from ctid.banking import CoreBankingError, HostError, ICoreBanking, TradeRejected
 from ctid.ivr.call import FaxRequest, IVRCall
 
-Run = Callable[[IVRCall, ICoreBanking], Awaitable[str | None]]
+Run = Callable[[IVRCall, ICoreBanking], Coroutine[Any, Any, str | None]]
 #: Outcomes any operation may end with.
 COMMON = frozenset({"ok", "host_error", "invalid", "rejected"})
 #: More outcomes of the operations on a verified account.

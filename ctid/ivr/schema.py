@@ -211,7 +211,8 @@ def check_fields(node: Node) -> None:
 
 def choice_targets(node: Node) -> Iterator[tuple[str, str, str]]:
     """(digit, next node, label) of each menu choice."""
-    for digit, choice in node.get("choices", {}).items():
+    choices: dict[str | int, str | dict[str, str]] = node.get("choices", {})
+    for digit, choice in choices.items():
         if isinstance(choice, dict):
             yield str(digit), choice["next"], choice.get("label", choice["next"])
         else:
