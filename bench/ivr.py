@@ -39,6 +39,7 @@ import resource
 import sys
 import tempfile
 import time
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -124,6 +125,7 @@ class ClientPool(ClientFactory):
 
     def __init__(self, port: int):
         self.port = port
+        self.out: Any = None
         self.opened = 0
         self.gaps: list[float] | None = None
         self.holding: list[FakeAsterisk] | None = None
@@ -132,8 +134,8 @@ class ClientPool(ClientFactory):
         self._done: Deferred[None] | None = None
 
     def report(self, result: dict) -> None:
-        sys.stdout.write(json.dumps(result) + "\n")
-        sys.stdout.flush()
+        """One JSON line to the server process (through the stdout transport: stdout is non-blocking)."""
+        self.out.write(json.dumps(result).encode() + b"\n")
 
     def clientConnectionFailed(self, connector: object, reason) -> None:
         self.report({"error": reason.getErrorMessage()})
@@ -191,6 +193,9 @@ class OrderReader(LineOnlyReceiver):
     def __init__(self, pool: ClientPool):
         self.pool = pool
 
+    def connectionMade(self) -> None:
+        self.pool.out = self.transport
+
     def lineReceived(self, line: bytes) -> None:
         self.pool.command(line)
 
@@ -202,7 +207,7 @@ class OrderReader(LineOnlyReceiver):
 def client_main(port: int, hold: int) -> None:
     from twisted.internet.stdio import StandardIO
 
-    pass  # raise_fd_limit(hold + 200)
+    raise_fd_limit(hold + 200)
     StandardIO(OrderReader(ClientPool(port)))
     reactor.run()
 
@@ -354,7 +359,7 @@ def _profiler(path: str | None):
         return None
     import cProfile
 
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.thread_time)  # CPU time of the reactor thread, not the wall clock
     profiler.enable()
     return profiler
 
@@ -384,7 +389,7 @@ if __name__ == "__main__":
     if options.client:
         client_main(options.client, options.hold)
         sys.exit(0)
-    allowed = options.hold  # raise_fd_limit(options.hold + 200) - 200
+    allowed = raise_fd_limit(options.hold + 200) - 200
     if allowed < options.hold:
         print(f"note: RLIMIT_NOFILE allows {allowed:,} held sessions")
         options.hold = allowed

@@ -12,9 +12,11 @@ own engine.  ``fn`` must be a module-level function and its
 arguments and result picklable.
 
 The parent's side is one thread: it pickles the call (long lists in slices
-of :data:`SLICE` items, so no single pickling holds the GIL for long), sends
-it over a pipe and waits for the answer, at most ``timeout`` seconds (then
-the child is killed).  Errors come back as :class:`RemoteBadData` (a
+of :data:`SLICE` items, so no single pickling holds the GIL for long;
+:class:`~ctid.adapters.store.spool.Record` lists as plain tuples, three times
+faster to pickle than named tuples, made Records again on the other side),
+sends it over a pipe and waits for the answer, at most ``timeout`` seconds
+(then the child is killed).  Errors come back as :class:`RemoteBadData` (a
 ``ValueError``: the rows are wrong, see
 :func:`~ctid.adapters.store.inserts.is_bad_data`) or
 :class:`RemoteDatabaseError` (the database or the child is unavailable).
@@ -41,6 +43,7 @@ from twisted.python.threadpool import ThreadPool
 from ctid.adapters.store.engine import make_engine
 from ctid.adapters.store.inserts import is_bad_data
 from ctid.adapters.store.pool import DatabasePoolStopped, _in_transaction
+from ctid.adapters.store.spool import Record
 
 log = Logger()
 
@@ -87,6 +90,8 @@ def _receive_call(connection: Connection) -> tuple[Callable[..., Any], tuple] | 
         items: list[Any] = []
         for _ in range(count):
             items.extend(connection.recv())
+        if kind == "records":
+            items = [Record._make(item) for item in items]
         args[index] = tuple(items) if kind == "tuple" else items
     return fn, tuple(args)
 
@@ -173,9 +178,14 @@ class ProcessDatabasePool(Service):
         parts: list[Any] = []
         sent = list(args)
         for index, arg in enumerate(args):
-            if type(arg) in (list, tuple) and len(arg) > SLICE:
+            if type(arg) not in (list, tuple) or not arg:
+                continue
+            records = type(arg[0]) is Record  # sent as plain tuples: a third of the pickling time
+            if records or len(arg) > SLICE:
                 pieces = [arg[i:i + SLICE] for i in range(0, len(arg), SLICE)]
-                sliced[index] = (len(pieces), type(arg).__name__)
+                if records:
+                    pieces = [[tuple(record) for record in piece] for piece in pieces]
+                sliced[index] = (len(pieces), "records" if records else type(arg).__name__)
                 parts.extend(pieces)
                 sent[index] = None
         connection.send((fn, tuple(sent), sliced))
