@@ -23,8 +23,9 @@ import functools
 import hashlib
 import hmac
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import String, exists, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -286,7 +287,7 @@ class SQLCustomers:
         Fires with None; ValueError for a malformed number, LookupError for an unknown customer.
         """
         national = national_number(number)
-        if not national or len(national) > customer_phones.c.number.type.length:
+        if not national or len(national) > (cast(String, customer_phones.c.number.type).length or 0):
             raise ValueError("a phone number needs digits")
         return self._run(_add_phone, str(customer_id), national)
 
@@ -312,7 +313,7 @@ class SQLCustomers:
         column is cut (a record is worth more than its tail).
         """
         c = customer_contacts.c
-        summary = redact(summary)[:c.summary.type.length]
+        summary = redact(summary)[:cast(String, c.summary.type).length]
         values = dict(customer_id=str(customer_id), at=utc_naive(at), channel=_text(channel, c.channel, "a channel"),
                       summary=summary, agent_id=_text(agent_id, c.agent_id, "an agent id", required=False))
         return self._run(_add_contact, values)

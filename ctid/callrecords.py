@@ -27,6 +27,7 @@ is written.  DTMF digits are never recorded (they may be PINs).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,10 +92,12 @@ class CallRecorder:
         self._calls: dict[str, _Call] = {}
         self._legs: dict[str, tuple[str, Any, str | None]] = {}  # uniqueid -> (call id, channel, agent id)
         self._after_wrap_up: dict[tuple[str, str], dict[str, Any]] = {}  # (call, agent) -> call row
-        self._handlers = {CallStarted: self._started, LegAdded: self._leg_added, LegRemoved: self._leg_removed,
-                          VariableSet: self._variable,
-                          RecordingStarted: self._recording_started, RecordingStopped: self._recording_stopped,
-                          CallEnded: self._ended, CallsMerged: self._merged}
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            CallStarted: self._started, LegAdded: self._leg_added, LegRemoved: self._leg_removed,
+            VariableSet: self._variable,
+            RecordingStarted: self._recording_started, RecordingStopped: self._recording_stopped,
+            CallEnded: self._ended, CallsMerged: self._merged,
+        }
         model.subscribe(self.event)
         if board is not None:
             board.subscribe(self.agent_record)
@@ -205,7 +208,8 @@ class CallRecorder:
         agent_answered = queued is not None and queued.answered_by is not None
         wait = None
         if queued is not None:
-            wait = (queued.answered_at if agent_answered else event.at) - queued.queued_at
+            end = queued.answered_at if agent_answered and queued.answered_at is not None else event.at
+            wait = end - queued.queued_at
         satisfaction = call.variables.get("satisfaction", "")
         return {
             "call_id": event.call_id, "ani": call.ani, "dnis": call.dnis, "trunk": call.trunk,

@@ -274,7 +274,7 @@ def agent_lines(calls: Iterable[CallRow], states: Sequence[StateRow], start: dat
     """RP-3 per agent, sorted by agent id: every agent who handled a call or has a state row in the period."""
     served: dict[str, list[CallRow]] = defaultdict(list)
     for call in calls:
-        if handled(call):
+        if handled(call) and call.agent_id is not None:
             served[call.agent_id].append(call)
     no_answer: dict[str, int] = defaultdict(int)
     not_hung_up: dict[str, int] = defaultdict(int)

@@ -12,6 +12,8 @@ comparisons are exact (case-sensitive) there as they are on SQLite.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
@@ -40,7 +42,7 @@ NAMING_CONVENTION = {
 }
 
 #: Table options for MySQL/MariaDB (ignored by SQLite).
-MYSQL_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+MYSQL_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 

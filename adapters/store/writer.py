@@ -264,9 +264,10 @@ class RecordWriter(Service):
             if not is_bad_data(e):
                 self._schedule_retry(e)
                 return
-            chunk = await self._reread(offset, end)
-            if chunk is None or not await self._insert_one_by_one(chunk.records, e):
+            reread = await self._reread(offset, end)
+            if reread is None or not await self._insert_one_by_one(reread.records, e):
                 return  # the database went away meanwhile: the whole chunk is replayed later
+            chunk = reread
         self._counts["replayed"] += len(chunk.records)
         self._counts["skipped"] += chunk.skipped
         if chunk.skipped:

@@ -30,7 +30,10 @@ def _run() -> None:
     if connection is not None:
         _migrate(connection)
         return
-    engine = make_engine(context.config.get_main_option("sqlalchemy.url"), pool_size=1)
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("ctid migrations need a database URL (sqlalchemy.url)")
+    engine = make_engine(url, pool_size=1)
     try:
         with engine.connect() as connection:
             _migrate(connection)
