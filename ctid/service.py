@@ -157,7 +157,8 @@ def makeService(config: Config, reactor: Any = None) -> MultiService:
     if config.corebank.enabled:  # the IVR's bank: sandbox or ISO 8583 host, every trade in the trade log
         make_corebank(config.corebank, reactor, trade_log=trade_recorder(records)).setServiceParent(root)
     scripts = {**WaitScripts(center, reactor).scripts()}
-    agi = FastAGIFactory.for_scripts(scripts, clock=reactor, command_timeout=config.fastagi.command_timeout)
+    agi = FastAGIFactory.for_scripts(scripts, clock=reactor, command_timeout=config.fastagi.command_timeout,
+                                     log_commands=config.daemon.log_level == "debug")
     ivr = None
     if config.ivr.library is not None:  # one FastAGI script per flow (agi://host/bank), kept in step on reload
         bank = root.getServiceNamed("corebank").bank if "corebank" in root.namedServices else None
@@ -192,6 +193,8 @@ def makeService(config: Config, reactor: Any = None) -> MultiService:
             lambda new: traffic.set_rate(new.pbxsim.simulator.calls_per_minute),
         )
     reload.add_reloader(("acd.routes",), lambda new: setattr(center, "routes", new.acd.routes))
+    reload.add_reloader(("daemon.log_level",),
+                        lambda new: setattr(agi, "log_commands", new.daemon.log_level == "debug"))
     if ivr is not None:
         reload.add_reloader(("ivr",), lambda new: ivr.configure(new.ivr))
     reload.setServiceParent(root)
