@@ -4,7 +4,8 @@
 owns the subscribers that follow the call model, the agent board and the
 call center (:class:`AgentStateRecorder` here, the call and queue recorders
 in :mod:`ctid.callrecords`) and offers plain helpers other parts call:
-:meth:`Records.audit`, :meth:`Records.trade`, :meth:`Records.voice_message`.
+:meth:`Records.audit`, :meth:`Records.trade`, :meth:`Records.voice_message`,
+:meth:`Records.ivr_session`, :meth:`Records.fax_request`.
 
 Rows go to a :class:`RecordSink` — in the daemon the write-behind
 ``RecordWriter`` (``ctid.adapters.store.writer``), whose ``write`` never
@@ -26,7 +27,7 @@ from twisted.logger import Logger
 
 from ctid.agents import AgentBoard
 from ctid.agentstate import AgentHungUp, AgentNotHungUp, AgentRecord, AgentState, AgentTransition
-from ctid.customers import mask_number, redact
+from ctid.customers import is_masked, mask_number, redact
 
 log = Logger()
 
@@ -181,6 +182,27 @@ class Records:
         return self.sink.write("voice_messages", {
             "at": message.at, "call_id": message.call_id, "ani": message.caller or None,
             "mailbox": message.mailbox, "filename": message.path, "duration_s": message.seconds,
+        })
+
+    def ivr_session(self, end: Any) -> str:
+        """Record where a call left its IVR flow and why (a :class:`ctid.ivr.call.FlowEnd`), as of now."""
+        return self.sink.write("ivr_sessions", {
+            "at": self.clock.seconds(), "call_id": end.call.uniqueid, "uniqueid": end.call.uniqueid,
+            "channel": end.call.channel, "flow": end.call.flow, "node": end.node, "reason": end.reason,
+            "path": end.path, "verified": bool(end.verified), "customer_id": end.customer_id or None,
+        })
+
+    def fax_request(self, fax: Any, customer_id: str | None = None) -> str:
+        """Record a statement a caller asked to have faxed (a :class:`ctid.ivr.call.FaxRequest`), as requested now.
+
+        The statement's account should come masked; one that does not is
+        masked here (last 4 digits kept), so a full number never reaches the table.
+        """
+        statement, account = fax.statement, fax.statement.account_masked
+        return self.sink.write("fax_requests", {
+            "at": self.clock.seconds(), "call_id": fax.call.uniqueid, "customer_id": customer_id,
+            "account": account if is_masked(account) else mask_number(account), "fax_number": fax.fax_number,
+            "since": statement.since.isoformat(), "lines": len(statement.lines), "status": "requested",
         })
 
     def close(self) -> None:

@@ -166,8 +166,9 @@ def makeService(config: Config, reactor: Any = None) -> MultiService:
         if config.ivr.tts == "espeak":  # product and policy texts spoken by espeak-ng (docs/ivr.md)
             tts = EspeakSpeech(reactor, config.ivr.tts_directory, config.ivr.tts_timeout)
             tts.setServiceParent(root)
-        ivr = IVREngine.from_settings(config.ivr, bank, reactor, IVRHooks(on_voice_message=records.voice_message),
-                                      tts=tts)
+        hooks = IVRHooks(on_flow_end=records.ivr_session, on_voice_message=records.voice_message,
+                         on_fax=records.fax_request)  # ivr_sessions, voice_messages, fax_requests
+        ivr = IVREngine.from_settings(config.ivr, bank, reactor, hooks, tts=tts)
         ivr.serve(agi.handler)
         ivr.setServiceParent(root)
     fastagi = StreamServerEndpointService(serverFromString(reactor, config.fastagi.endpoint), agi)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -113,7 +113,7 @@ class AGIEnvironment(Mapping[str, str]):
 
     __slots__ = ("_vars",)
 
-    def __init__(self, pairs: Mapping[str, str] | list[tuple[str, str]] = ()):
+    def __init__(self, pairs: Mapping[str, str] | Iterable[tuple[str, str]] = ()):
         self._vars = dict(pairs)
 
     def __getitem__(self, key: str) -> str:
@@ -148,7 +148,7 @@ class AGIEnvironment(Mapping[str, str]):
     @property
     def args(self) -> list[str]:
         """The dialplan arguments after the URL (``agi_arg_1`` … ``agi_arg_N``), in order."""
-        found = []
+        found: list[str] = []
         while (value := self._vars.get(f"agi_arg_{len(found) + 1}")) is not None:
             found.append(value)
         return found

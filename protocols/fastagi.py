@@ -25,7 +25,7 @@ import inspect
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
@@ -156,6 +156,9 @@ class FastAGIProtocol(LineOnlyReceiver):
     ``log_commands`` logs every command and reply at debug level (sensitive
     ones redacted); leave it off unless debug logging is on.
     """
+
+    #: Any connected transport; ``disconnecting`` is on every Twisted transport, if not on ITransport.
+    transport: Any
 
     delimiter = b"\n"
     MAX_LENGTH = 16 * 1024
@@ -515,9 +518,11 @@ class FastAGIFactory(Factory):
         log_commands: bool = False,
     ):
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+            from twisted.internet import reactor as default_clock
+
+            clock = cast(IReactorTime, default_clock)
         self.handler = handler
-        self.clock = clock
+        self.clock: IReactorTime = clock
         self.command_timeout = command_timeout
         self.env_timeout = env_timeout
         self.log_commands = log_commands

@@ -34,12 +34,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def daemon_config(tmp_path, routes: str | None = None, queue: str = "", ivr: bool = False, **sim: str) -> config.Config:
+def daemon_config(tmp_path, routes: str | None = None, queue: str = "", ivr: bool = False, extra: str = "",
+                  **sim: str) -> config.Config:
     """A configuration running the simulator on free ports, with no generated traffic.
 
     ``routes``: the text of a route rules file for ``[acd] routes``; ``queue``: extra lines for the
     ``[queue:general]`` section (skill group ``accounts``); ``ivr``: run the bank's IVR flows (conf/ivr) instead
-    of parking callers at once.
+    of parking callers at once; ``extra``: more ini text appended as is (whole sections, e.g. ``[corebank]``).
     """
     ami, agi, manhole, cti = free_port(), free_port(), free_port(), free_port()
     settings = {
@@ -73,6 +74,7 @@ def daemon_config(tmp_path, routes: str | None = None, queue: str = "", ivr: boo
         f"[pbxsim]\nenabled = yes\nami_endpoint = tcp:{ami}:interface=127.0.0.1\n"
         f"agi_endpoint = tcp:127.0.0.1:{agi}:timeout=2\nsecret = e2e-secret\n"
         + "".join(f"{k} = {v}\n" for k, v in settings.items())
+        + extra
     )
     if routes:
         (tmp_path / "routes.toml").write_text(routes)

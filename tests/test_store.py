@@ -128,7 +128,7 @@ def test_migrations_live_inside_the_package():
     scripts = ScriptDirectory.from_config(migrate.alembic_config())
     package = Path(ctid.adapters.store.__file__).parent
     assert Path(scripts.dir).resolve() == (package / "migrations").resolve()
-    assert migrate.head_revision() == "0004"
+    assert migrate.head_revision() == "0005"
 
 
 def test_upgrade_creates_the_schema_in_an_empty_database(empty_url):

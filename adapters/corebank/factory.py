@@ -28,6 +28,7 @@ from ctid.adapters.corebank.sandbox import SandboxBank
 from ctid.adapters.corebank.sandbox_data import SANDBOX_ACCOUNT_KEY
 from ctid.adapters.store.engine import make_engine
 from ctid.adapters.store.pool import DatabasePool
+from ctid.banking import ICoreBanking
 
 log = Logger()
 
@@ -84,6 +85,7 @@ def make_corebank(settings, reactor, trade_log: Callable[..., object] | None = N
     :mod:`.guard`); it can also be set later as ``service.bank.trade_log``.
     """
     children: list[Service] = []
+    backend: ICoreBanking
     if settings.backend == "sandbox":
         pool = DatabasePool(make_engine(settings.database, pool_size=settings.database_threads), reactor,
                             name="bank-db", max_threads=settings.database_threads)

@@ -16,12 +16,15 @@ fewest requests waiting.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import Int16StringReceiver
+from twisted.python.failure import Failure
 
 from ctid.adapters.corebank.iso8583 import MAX_FRAME, FrameError, decode, encode, response_mti
 from ctid.banking import HostUnavailable
@@ -59,7 +62,7 @@ class HostProtocol(Int16StringReceiver):
             return fail(e)
         if stan in self.pending:
             return fail(HostUnavailable("a request with this STAN is already waiting"))
-        d: Deferred[dict[str, str]] = Deferred(lambda _: self.pending.pop(stan, None))
+        d: Deferred[dict[str, str]] = Deferred(lambda _: self._forget(stan))
         self.pending[stan] = (response_mti(fields["t"]), d)
         self.sendString(data)
         return d
@@ -88,9 +91,14 @@ class HostProtocol(Int16StringReceiver):
         log.warn("host sent a malformed frame: {error} ({count} in a row)", error=error, count=self._malformed)
         if self._malformed >= MAX_MALFORMED:
             log.warn("closing the host link after {count} malformed frames", count=self._malformed)
-            self.transport.loseConnection()
+            if self.transport is not None:
+                self.transport.loseConnection()
 
-    def connectionLost(self, reason) -> None:
+    def _forget(self, stan: str) -> None:
+        """A request was cancelled: its answer, if it comes, is not awaited any more."""
+        self.pending.pop(stan, None)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Leave the pool; fail the waiting requests with HostLinkLost."""
         self.pool.link_down(self)
         pending, self.pending = self.pending, {}
@@ -151,7 +159,7 @@ class HostPool(MultiService):
         if self.links:
             return succeed(min(self.links, key=lambda link: len(link.pending)))
         waits = [service.whenConnected(failAfterFailures=1) for service in self]
-        first: Deferred[HostProtocol] = Deferred(lambda _: [w.cancel() for w in waits])
+        first: Deferred[HostProtocol] = Deferred(lambda _: _cancel_all(waits))
         failures = []
 
         # ClientService fires these from inside its state machine, which must not be re-entered (another
@@ -173,3 +181,8 @@ class HostPool(MultiService):
         for wait in waits:
             wait.addCallbacks(connected, failed)
         return first
+
+
+def _cancel_all(waits: list[Deferred[Any]]) -> None:
+    for wait in waits:
+        wait.cancel()

@@ -338,6 +338,44 @@ audit_log = Table(
     **MYSQL_OPTIONS,
 )
 
+#: Where each IVR call left its flow (IVR 会话): the node, why, the menu path, whether the caller was verified.
+ivr_sessions = Table(
+    "ivr_sessions", metadata,
+    _record_id(),
+    Column("at", Timestamp, nullable=False, comment="UTC, the call left the flow"),
+    Column("call_id", String(64), nullable=False,
+           comment="the IVR channel's Uniqueid (the Linkedid of a call that began in the IVR)"),
+    Column("uniqueid", String(64), nullable=False, comment="the IVR channel's Uniqueid"),
+    Column("channel", String(128), nullable=False, comment="channel name, e.g. PJSIP/trunk-00000001"),
+    Column("flow", String(64), nullable=False, comment="the flow the call ran"),
+    Column("node", String(64), nullable=False, comment="the node it was at when it left"),
+    Column("reason", String(16), nullable=False, comment="transfer, hangup, completed or error"),
+    Column("path", String(255), nullable=False, server_default="", comment="menu choices made, '>' between"),
+    Column("verified", Boolean(), nullable=False, comment="1: a core-banking verification succeeded"),
+    Column("customer_id", String(32), nullable=True, comment="the verified customer; NULL: none"),
+    Index(None, "at"),
+    Index(None, "call_id"),
+    **MYSQL_OPTIONS,
+)
+
+#: Statements callers asked the IVR to fax (传真对账单); the account masked, never a secret.
+fax_requests = Table(
+    "fax_requests", metadata,
+    _record_id(),
+    Column("at", Timestamp, nullable=False, comment="UTC, the statement was requested"),
+    Column("call_id", String(64), nullable=False, comment="the IVR channel's Uniqueid"),
+    Column("customer_id", String(32), nullable=True, comment="the verified customer"),
+    Column("account", String(24), nullable=False, comment="masked: **** **** **** 1234"),
+    Column("fax_number", String(32), nullable=False, comment="the number the caller keyed in"),
+    Column("since", String(10), nullable=False, comment="first day of the statement, YYYY-MM-DD"),
+    Column("lines", SmallInteger(), nullable=False, comment="statement lines to fax"),
+    Column("status", String(16), nullable=False, comment="requested: handed to the fax gateway with the statement"),
+    Index(None, "at"),
+    Index(None, "call_id"),
+    **MYSQL_OPTIONS,
+)
+
 #: The record tables, by name: the ones :class:`~ctid.adapters.store.writer.RecordWriter` writes.
 RECORD_TABLES = {table.name: table for table in (call_records, call_legs, agent_state_log, queue_events, all_busy_log,
-                                                 recordings, voice_messages, trade_log, audit_log)}
+                                                 recordings, voice_messages, trade_log, audit_log,
+                                                 ivr_sessions, fax_requests)}
