@@ -87,7 +87,7 @@ async def test_transfer_between_own_accounts(line):
     after = await line.balances()
     assert pieces(command) == ["transfer-done", "balance-is"] + say.money(before[SIGNED[-4:]] - 10_000, "zh")
     assert after == {SIGNED[-4:]: before[SIGNED[-4:]] - 10_000, OTHER_LAST4: before[OTHER_LAST4] + 10_000}
-    assert end.path == "main>signed>account>transfer>confirm" and end.verified
+    assert end.path == "main>signed>account>transfer>transfer_confirm>confirm" and end.verified
 
 
 @pytest.mark.allow_logged_errors
@@ -102,7 +102,7 @@ async def test_host_timeout_on_a_transfer_is_reversed_and_offers_an_agent(line):
     await line.until_command(trunk, "offer-agent")
     await line.daemon.until(lambda: line.host.sim.counts["reversed"] == 1, "the host to reverse the transfer")
     end = await line.daemon.until(lambda: line.ends, "the hand-off")
-    assert (end[0].reason, end[0].path) == ("transfer", "main>signed>account>transfer>confirm>trouble>agent")
+    assert (end[0].reason, end[0].path) == ("transfer", "main>signed>account>transfer>transfer_confirm>confirm>trouble>agent")
     assert await line.balances() == before
     await line.hang_up(trunk)
 
