@@ -192,7 +192,7 @@ class Records:
             "path": end.path, "verified": bool(end.verified), "customer_id": end.customer_id or None,
         })
 
-    def fax_request(self, fax: Any, customer_id: str | None = None) -> str:
+    def fax_request(self, fax: Any) -> str:
         """Record a statement a caller asked to have faxed (a :class:`ctid.ivr.call.FaxRequest`), as requested now.
 
         The statement's account should come masked; one that does not is
@@ -200,7 +200,7 @@ class Records:
         """
         statement, account = fax.statement, fax.statement.account_masked
         return self.sink.write("fax_requests", {
-            "at": self.clock.seconds(), "call_id": fax.call.uniqueid, "customer_id": customer_id,
+            "at": self.clock.seconds(), "call_id": fax.call.uniqueid, "customer_id": fax.customer_id or None,
             "account": account if is_masked(account) else mask_number(account), "fax_number": fax.fax_number,
             "since": statement.since.isoformat(), "lines": len(statement.lines), "status": "requested",
         })

@@ -55,7 +55,8 @@ async def line(tmp_path):
     await host.start()
     corebank = (f"[corebank]\nenabled = yes\nbackend = iso8583\nhost_endpoint = tcp:127.0.0.1:{host.port_number}:"
                 f"timeout=2\npin_key = {PIN_KEY_HEX}\ntrade_timeout = 2\nreversal_attempts = 3\n")
-    daemon = Daemon(daemon_config(tmp_path, ivr=True, extra=corebank, patience="120 120", talk_time="60 60"))
+    daemon = Daemon(daemon_config(tmp_path, ivr=True, extra=corebank, patience="120 120",
+                                talk_time="60 60", media_speed="16"))
     await daemon.start()
     yield HostLine(daemon, host)
     await daemon.stop()

@@ -56,7 +56,7 @@ def test_a_fax_request_keeps_the_masked_account_the_number_the_date_and_the_line
     clock, sink = Clock(), ListSink()
     records = Records(sink, clock)
     statement = Statement("6222021234567891234", "Zhang San", date(2026, 11, 1), (LINE, LINE))
-    records.fax_request(FaxRequest(INFO, "fax", "02188886666", statement), customer_id="C0001")
+    records.fax_request(FaxRequest(INFO, "fax", "02188886666", statement, "C0001"))
     assert sink.rows == [("fax_requests", {
         "at": 0, "call_id": "1700000000.1", "customer_id": "C0001", "account": "**** **** **** 1234",
         "fax_number": "02188886666", "since": "2026-11-01", "lines": 2, "status": "requested"})]

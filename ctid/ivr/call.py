@@ -55,6 +55,7 @@ class FaxRequest:
     node: str
     fax_number: str
     statement: Statement
+    customer_id: str = ""
 
 
 def _log_end(end: FlowEnd) -> None:

@@ -140,7 +140,8 @@ async def transactions_by_amount(call: IVRCall, bank: ICoreBanking) -> None:
 async def fax_statement(call: IVRCall, bank: ICoreBanking) -> None:
     statement = await bank.statement(call.banking, call.vars["since"], banking.MAX_STATEMENT)
     call.vars["statement_lines"] = len(statement.lines)
-    call.hooks.on_fax(FaxRequest(call.info, call.node, str(call.vars["fax_number"]), statement))
+    customer = call.banking.customer_id if call.banking else ""
+    call.hooks.on_fax(FaxRequest(call.info, call.node, str(call.vars["fax_number"]), statement, customer))
 
 
 @operation("password_change_allowed", "not_allowed")
