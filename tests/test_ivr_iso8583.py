@@ -5,7 +5,8 @@ port answers from a seeded sandbox bank.
 Like tests/test_ivr_e2e.py, each test waits for the AGI command that proves the path, then lets the caller go.
 """
 
-import pytest
+import random
+
 import pytest_twisted
 
 from ctid.adapters.corebank.hostclient import HostClient
@@ -32,6 +33,13 @@ class HostLine(BankLine):
         super().__init__(daemon, corebank.bank, host.pool)
         self.host, self.client = host, corebank.backend
 
+    def call(self, script, number="13800138000"):
+        """A quick-fingered caller (keys 50–100 ms apart, to keep the file fast) dials the bank's line."""
+        caller = population.Caller(self.daemon.world, random.Random(7), self.daemon.sim.settings, number, "95566",
+                                   120, script)
+        caller.dtmf.first = caller.dtmf.between = (0.05, 0.1)
+        return caller.call()
+
     async def host_down(self):
         """Stop the host listening and drop the daemon's links: every later attempt is refused."""
         await self.host.listening.stopListening()
@@ -51,6 +59,7 @@ class HostLine(BankLine):
 
 @pytest_twisted.async_yield_fixture
 async def line(tmp_path):
+    """The simulated host on a free port, then the daemon with ``[corebank] backend = iso8583`` pointing at it."""
     host = Host(tmp_path, port=free_port())
     await host.start()
     corebank = (f"[corebank]\nenabled = yes\nbackend = iso8583\nhost_endpoint = tcp:127.0.0.1:{host.port_number}:"
@@ -91,7 +100,6 @@ async def test_transfer_between_own_accounts(line):
     assert end.path == "main>signed>account>transfer>transfer_confirm>confirm" and end.verified
 
 
-@pytest.mark.allow_logged_errors
 @pytest_twisted.ensureDeferred
 async def test_host_timeout_on_a_transfer_is_reversed_and_offers_an_agent(line):
     """The host does the transfer but never answers: ctid reverses it, apologises, and 0 reaches an agent."""
@@ -103,12 +111,12 @@ async def test_host_timeout_on_a_transfer_is_reversed_and_offers_an_agent(line):
     await line.until_command(trunk, "offer-agent")
     await line.daemon.until(lambda: line.host.sim.counts["reversed"] == 1, "the host to reverse the transfer")
     end = await line.daemon.until(lambda: line.ends, "the hand-off")
-    assert (end[0].reason, end[0].path) == ("transfer", "main>signed>account>transfer>transfer_confirm>confirm>trouble>agent")
+    assert end[0].reason == "transfer"
+    assert end[0].path == "main>signed>account>transfer>transfer_confirm>confirm>trouble>agent"
     assert await line.balances() == before
     await line.hang_up(trunk)
 
 
-@pytest.mark.allow_logged_errors
 @pytest_twisted.ensureDeferred
 async def test_host_down_is_an_apology_and_an_agent(line):
     """With the host gone the caller hears an apology, presses 0 and is handed over unverified."""

@@ -31,7 +31,7 @@ BILLS = {service: (number, due) for service, number, _, due in DEMO_BILLS}
 @pytest.fixture
 def fast(line):  # noqa: F811
     """The bank line with prompts playing at 20 times real speed."""
-    line.daemon.world.media_speed = 20
+    line.daemon.world.media_speed = 4
     return line
 
 
@@ -56,7 +56,7 @@ def recited(line, trunk) -> list[list[str]]:  # noqa: F811
 
 async def until_recited(line, trunk, count: int) -> list[list[str]]:  # noqa: F811
     """Wait for ``count`` spoken transactions and the menu asked again after them."""
-    await line.daemon.until(lambda: len(recited(line, trunk)) >= count, f"{count} spoken transactions", 60)
+    await line.daemon.until(lambda: len(recited(line, trunk)) >= count, f"{count} spoken transactions {line.commands(trunk)}", 60)
     menus = sum("menu" in c and "GET DATA" in c for c in line.commands(trunk))
     await line.daemon.until(lambda: sum("menu" in c and "GET DATA" in c for c in line.commands(trunk)) > menus,
                             "the menu after the transactions", 30)
