@@ -27,11 +27,22 @@ ACCOUNT_KEY = "e2e-account-key-0123"
 SUPERVISORS = {"1900": "accounts,Shanghai", "1901": "accounts,Beijing", "1902": "consultation", "1909": "*"}
 
 
+#: Listening ports for tests come from below Linux's ephemeral range (32768–60999), where the kernel picks the
+#: local ports of outgoing connections: a port handed out here cannot be taken by a client socket meanwhile.
+_LISTEN_PORTS = (20000, 32000)
+_ports = random.Random()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now (outside the ephemeral range)."""
+    while True:
+        port = _ports.randint(*_LISTEN_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def daemon_config(tmp_path, routes: str | None = None, queue: str = "", ivr: bool = False, extra: str = "",

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.e2e import free_port
+
 BASE = "dc=bank,dc=example"
 PASSWORD = "S3cret-ldap"
 SERVICE_DN = f"cn=ctid,ou=services,{BASE}"
@@ -214,13 +216,6 @@ access to * by users read by * none
                 self.process.wait()
         if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _listening(port: int) -> bool:
