@@ -7,6 +7,7 @@ prompts play faster than in tests/test_ivr_e2e.py (the world's media speed is
 raised) so that ten spoken transactions fit in a short test.
 """
 
+import random
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from ctid import banking
 from ctid.adapters.corebank import sandbox_schema as schema
 from ctid.adapters.corebank.sandbox_data import DEMO_BILLS, DEMO_CUSTOMERS, EXCHANGE_RATES
+from ctid.adapters.pbxsim import population
 from ctid.ivr import say
 from tests.test_ivr_e2e import CARD, PIN, SHORT, SHORT_PIN, SIGNED, SIGNED_PIN, line, pieces  # noqa: F401
 
@@ -30,8 +32,17 @@ BILLS = {service: (number, due) for service, number, _, due in DEMO_BILLS}
 
 @pytest.fixture
 def fast(line):  # noqa: F811
-    """The bank line with prompts playing at 20 times real speed."""
-    line.daemon.world.media_speed = 4
+    """The bank line with prompts at 100 times real speed (the simulator's most) and quick-fingered callers
+    (keys 50–100 ms apart), so that many paths fit in the suite's time."""
+    line.daemon.world.media_speed = 100
+
+    def call(script, number="13800138000"):
+        caller = population.Caller(line.daemon.world, random.Random(7), line.daemon.sim.settings, number, "95566",
+                                   120, script)
+        caller.dtmf.first = caller.dtmf.between = (0.05, 0.1)
+        return caller.call()
+
+    line.call = call
     return line
 
 
@@ -56,7 +67,7 @@ def recited(line, trunk) -> list[list[str]]:  # noqa: F811
 
 async def until_recited(line, trunk, count: int) -> list[list[str]]:  # noqa: F811
     """Wait for ``count`` spoken transactions and the menu asked again after them."""
-    await line.daemon.until(lambda: len(recited(line, trunk)) >= count, f"{count} spoken transactions {line.commands(trunk)}", 60)
+    await line.daemon.until(lambda: len(recited(line, trunk)) >= count, f"{count} spoken transactions", 60)
     menus = sum("menu" in c and "GET DATA" in c for c in line.commands(trunk))
     await line.daemon.until(lambda: sum("menu" in c and "GET DATA" in c for c in line.commands(trunk)) > menus,
                             "the menu after the transactions", 30)
